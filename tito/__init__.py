@@ -1,0 +1,1 @@
+"""tito: the command line of the tinyq course (export, test, status, notebooks, lab, doctor, ...)."""
