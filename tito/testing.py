@@ -1,0 +1,106 @@
+"""Running a module's graded tests against a package and scoring them (used by `test` and `grade`)."""
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import tempfile
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from .registry import Module
+
+PYTEST_INI = "[pytest]\naddopts =\n"
+RESULT_KEYS = ("name", "points", "max_points", "outcome", "message", "measured", "bar")
+
+
+class TestRunError(Exception):
+    """pytest could not run at all (usage error, crash before collection...)."""
+
+
+@dataclass
+class ModuleResult:
+    module: str
+    score: float
+    max_score: float
+    tests: list[dict] = field(default_factory=list)
+    gpu_points: float = 0.0          # points of tests skipped for lack of a GPU (not in max_score)
+    note: str = ""
+
+    def as_json(self) -> dict:
+        tests = []
+        for t in self.tests:
+            row = {k: t.get(k) for k in RESULT_KEYS}
+            if t.get("measured") is None:
+                row.pop("measured"), row.pop("bar")
+            tests.append(row)
+        return {"module": self.module, "score": self.score, "max_score": self.max_score, "tests": tests}
+
+
+def pytest_command(test_dirs: list[Path], json_path: Path, ini_path: Path, root: Path,
+                   extra: list[str] | None = None) -> list[str]:
+    return [sys.executable, "-m", "pytest", *map(str, test_dirs), "-c", str(ini_path),
+            "--rootdir", str(root), "-p", "tito.pytest_plugin", "-p", "no:cacheprovider",
+            "--noconftest", "-q", "-rN", "--tb=short", "--tinyq-json", str(json_path), *(extra or [])]
+
+
+def grading_env(package_root: Path, plugin_path: Path | None = None) -> dict[str, str]:
+    """Environment in which `import tinyq` finds the graded tree's package and nothing else."""
+    env = dict(os.environ)
+    paths = [str(plugin_path)] if plugin_path else []
+    paths.append(str(package_root))
+    env["PYTHONPATH"] = os.pathsep.join(paths)
+    env["TINYQ_EXPECT_ROOT"] = str(package_root)
+    env["PYTEST_DISABLE_PLUGIN_AUTOLOAD"] = "1"   # no third-party plugin can rewrite results
+    env["PYTHONDONTWRITEBYTECODE"] = "1"
+    env.setdefault("MPLBACKEND", "Agg")
+    return env
+
+
+def run_pytest(test_dirs: list[Path], package_root: Path, *, plugin_path: Path | None = None,
+               extra: list[str] | None = None, capture: bool = False, timeout: float | None = None,
+               preexec=None) -> tuple[list[dict], int, str]:
+    """Run pytest on `test_dirs` against `package_root`'s tinyq; returns (records, exit code, output)."""
+    with tempfile.TemporaryDirectory(prefix="tito-test-") as tmp:
+        json_path, ini_path = Path(tmp) / "results.json", Path(tmp) / "pytest.ini"
+        ini_path.write_text(PYTEST_INI)
+        cmd = pytest_command(test_dirs, json_path, ini_path, package_root, extra)
+        proc = subprocess.run(cmd, cwd=package_root, env=grading_env(package_root, plugin_path),
+                              capture_output=capture, text=True, timeout=timeout, preexec_fn=preexec)
+        output = (proc.stdout or "") + (proc.stderr or "") if capture else ""
+        if not json_path.exists():
+            raise TestRunError(f"pytest exited with code {proc.returncode} before reporting any result"
+                               + (f":\n{output[-2000:]}" if output else ""))
+        records = json.loads(json_path.read_text())["tests"]
+        return records, proc.returncode, output
+
+
+def score_modules(modules: list[Module], records: list[dict]) -> list[ModuleResult]:
+    """Per-module scores. A module whose tests could not even be imported scores 0 of its full points."""
+    results = []
+    for m in modules:
+        mine = [r for r in records if r["module"] == m.key]
+        tests = [r for r in mine if r["kind"] == "test"]
+        broken = [r for r in mine if r["kind"] == "collection"]
+        gpu_points = sum(r["max_points"] for r in tests if r["outcome"] == "skipped" and r["needs_gpu"])
+        for r in tests:
+            if r["outcome"] == "skipped" and r["needs_gpu"]:
+                r["message"] = r["message"] or "needs GPU"
+        score = round(sum(r["points"] for r in tests), 2)
+        if broken:
+            max_score, note = m.points - gpu_points, broken[0]["message"]
+            tests = tests + broken
+        else:
+            max_score, note = sum(r["max_points"] for r in tests) - gpu_points, ""
+        if not mine:
+            max_score, note = m.points, f"no tests found in {m.rel(m.tests_dir)}"
+        results.append(ModuleResult(m.key, score, round(max_score, 2), tests, gpu_points, note))
+    return results
+
+
+def write_json(results: list[ModuleResult], path: Path) -> None:
+    payload = {"modules": [r.as_json() for r in results]}
+    tmp = path.with_name(path.name + ".tmp")
+    tmp.write_text(json.dumps(payload, indent=2))
+    os.replace(tmp, path)
