@@ -103,24 +103,30 @@ def check_markers(path: Path, cell: Cell) -> None:
                                            "'solution': true")
 
 
-def _strip_regions(text: str, begin: str, end: str, replacement: tuple[str, ...]) -> str:
-    """Replace every BEGIN..END region (markers included) by `replacement` at the marker's indent."""
-    out, inside = [], False
+def _strip_regions(text: str, begin: str, end: str, replacement: tuple[str, ...],
+                   only: set[int] | None = None) -> str:
+    """Replace BEGIN..END regions (markers included) by `replacement` at the marker's indent;
+    with `only`, just the regions of those indices (0-based, in file order)."""
+    out, inside, index = [], False, -1
     for line in text.splitlines(keepends=True):
         m = MARKER.match(line.rstrip("\n"))
         if m and m.group(2) == begin:
-            inside = True
-            out.extend(f"{m.group(1)}{r}\n" for r in replacement)
-        elif m and m.group(2) == end:
+            index += 1
+            inside = only is None or index in only
+            if inside:
+                out.extend(f"{m.group(1)}{r}\n" for r in replacement)
+            else:
+                out.append(line)
+        elif m and m.group(2) == end and inside:
             inside = False
         elif not inside:
             out.append(line)
     return "".join(out)
 
 
-def strip_solutions(text: str) -> str:
-    """The student version of a source: each solution region becomes nbgrader's stub."""
-    return _strip_regions(text, BEGIN_SOLUTION, END_SOLUTION, STUB)
+def strip_solutions(text: str, only: set[int] | None = None) -> str:
+    """The student version of a source: each solution region (or those in `only`) becomes nbgrader's stub."""
+    return _strip_regions(text, BEGIN_SOLUTION, END_SOLUTION, STUB, only)
 
 
 def strip_hidden_tests(text: str) -> str:
@@ -131,16 +137,19 @@ def student_text(text: str) -> str:
     return strip_hidden_tests(strip_solutions(text))
 
 
-def solution_regions(text: str) -> list[list[str]]:
-    """The lines inside every solution region (what must never reach a learner)."""
-    regions, current = [], None
-    for line in text.splitlines():
-        m = MARKER.match(line)
-        if m and m.group(2) == BEGIN_SOLUTION:
-            current = []
-        elif m and m.group(2) == END_SOLUTION:
-            regions.append(current or [])
-            current = None
-        elif current is not None:
-            current.append(line)
+def solution_regions(path: Path, text: str | None = None) -> list[tuple[str, list[str]]]:
+    """(exercise grade_id, lines) of every solution region in file order: what must never reach a
+    learner, and the unit the integrity tests stub one at a time."""
+    regions = []
+    for cell in read_cells(path, text):
+        current = None
+        for line in cell.source.splitlines():
+            m = MARKER.match(line)
+            if m and m.group(2) == BEGIN_SOLUTION:
+                current = []
+            elif m and m.group(2) == END_SOLUTION and current is not None:
+                regions.append((cell.nbgrader.get("grade_id", f"cell{cell.index}"), current))
+                current = None
+            elif current is not None:
+                current.append(line)
     return regions

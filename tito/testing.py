@@ -69,7 +69,7 @@ def run_pytest(test_dirs: list[Path], package_root: Path, *, plugin_path: Path |
         proc = subprocess.run(cmd, cwd=package_root, env=grading_env(package_root, plugin_path),
                               capture_output=capture, text=True, timeout=timeout, preexec_fn=preexec)
         output = (proc.stdout or "") + (proc.stderr or "") if capture else ""
-        if not json_path.exists():
+        if proc.returncode in (3, 4) or not json_path.exists():   # internal error / usage error
             raise TestRunError(f"pytest exited with code {proc.returncode} before reporting any result"
                                + (f":\n{output[-2000:]}" if output else ""))
         records = json.loads(json_path.read_text())["tests"]
