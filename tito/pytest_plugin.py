@@ -72,15 +72,16 @@ def _caused_by_not_implemented(excinfo) -> bool:
 class Perf:
     """Handed to perf tests: `perf.record(measured, bar, floor=None, lower_is_better=False)`."""
 
-    def __init__(self, record: TestRecord):
+    def __init__(self, record: TestRecord, strict: bool = False):
         self._record = record
+        self._strict = strict      # reference runs: anything short of the full bar is a failure
 
     def record(self, measured: float, bar: float, floor: float | None = None,
                lower_is_better: bool = False) -> None:
         rec = self._record
         rec.measured, rec.bar, rec.floor, rec.lower_is_better = (
             float(measured), float(bar), None if floor is None else float(floor), lower_is_better)
-        limit = bar if floor is None else floor
+        limit = bar if floor is None or self._strict else floor
         word = "at most" if lower_is_better else "at least"
         ok = measured <= limit if lower_is_better else measured >= limit
         assert ok, f"measured {measured:.2f}, needs {word} {limit:.2f} (full points at {bar:.2f})"
@@ -174,6 +175,8 @@ class GradingReport:
 def pytest_addoption(parser):
     parser.addoption("--tinyq-json", dest="tinyq_json", default=None,
                      help="write the graded results (points, outcomes, perf ratios) to this JSON file")
+    parser.addoption("--tinyq-strict", dest="tinyq_strict", action="store_true", default=False,
+                     help="perf tests fail below their full bar (used on the reference solutions)")
 
 
 def pytest_configure(config):
@@ -204,7 +207,7 @@ def perf(request):
     rec = grading.records.get(request.node.nodeid) if grading else None
     if rec is None:
         rec = TestRecord(module="", name=request.node.nodeid, exercise=None, points=0, max_points=0)
-    return Perf(rec)
+    return Perf(rec, strict=request.config.getoption("tinyq_strict"))
 
 
 def gpu_unusable_reason() -> str | None:

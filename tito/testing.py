@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import json
 import os
+import signal
 import subprocess
 import sys
 import tempfile
@@ -58,26 +59,60 @@ def grading_env(package_root: Path, plugin_path: Path | None = None) -> dict[str
     return env
 
 
+class TestRunTimeout(TestRunError):
+    """The test process ran past its wall-time limit and was killed (with its children)."""
+
+
 def run_pytest(test_dirs: list[Path], package_root: Path, *, plugin_path: Path | None = None,
                extra: list[str] | None = None, capture: bool = False, timeout: float | None = None,
                preexec=None) -> tuple[list[dict], int, str]:
-    """Run pytest on `test_dirs` against `package_root`'s tinyq; returns (records, exit code, output)."""
+    """Run pytest on `test_dirs` against `package_root`'s tinyq; returns (records, exit code, output).
+
+    The process gets its own session so that a timeout kills everything it started; `preexec` can
+    set resource limits in the child (used by `tito grade`).
+    """
     with tempfile.TemporaryDirectory(prefix="tito-test-") as tmp:
         json_path, ini_path = Path(tmp) / "results.json", Path(tmp) / "pytest.ini"
         ini_path.write_text(PYTEST_INI)
         cmd = pytest_command(test_dirs, json_path, ini_path, package_root, extra)
-        proc = subprocess.run(cmd, cwd=package_root, env=grading_env(package_root, plugin_path),
-                              capture_output=capture, text=True, timeout=timeout, preexec_fn=preexec)
-        output = (proc.stdout or "") + (proc.stderr or "") if capture else ""
+        pipe = subprocess.PIPE if capture else None
+        proc = subprocess.Popen(cmd, cwd=package_root, env=grading_env(package_root, plugin_path),
+                                stdout=pipe, stderr=subprocess.STDOUT if capture else None, text=True,
+                                start_new_session=True, preexec_fn=preexec)
+        try:
+            output, _ = proc.communicate(timeout=timeout)
+        except subprocess.TimeoutExpired:
+            _kill_group(proc)
+            raise TestRunTimeout(f"timed out after {timeout:g} s") from None
+        output = output or ""
         if proc.returncode in (3, 4) or not json_path.exists():   # internal error / usage error
-            raise TestRunError(f"pytest exited with code {proc.returncode} before reporting any result"
+            raise TestRunError(describe_exit(proc.returncode)
                                + (f":\n{output[-2000:]}" if output else ""))
         records = json.loads(json_path.read_text())["tests"]
         return records, proc.returncode, output
 
 
-def score_modules(modules: list[Module], records: list[dict]) -> list[ModuleResult]:
-    """Per-module scores. A module whose tests could not even be imported scores 0 of its full points."""
+def _kill_group(proc: subprocess.Popen) -> None:
+    try:
+        os.killpg(proc.pid, signal.SIGKILL)
+    except ProcessLookupError:
+        pass
+    proc.communicate()
+
+
+def describe_exit(code: int) -> str:
+    if code < 0:
+        try:
+            name = signal.Signals(-code).name
+        except ValueError:
+            name = f"signal {-code}"
+        return f"the test process crashed ({name}) before reporting results"
+    return f"the test process exited with code {code} before reporting results"
+
+
+def score_modules(modules: list[Module], records: list[dict], selected_only: bool = False) -> list[ModuleResult]:
+    """Per-module scores. A module whose tests could not even be imported scores 0 of its full points.
+    `selected_only`: a subset of the tests ran (-k), so say nothing about the ones that did not."""
     results = []
     for m in modules:
         mine = [r for r in records if r["module"] == m.key]
@@ -93,6 +128,9 @@ def score_modules(modules: list[Module], records: list[dict]) -> list[ModuleResu
             tests = tests + broken
         else:
             max_score, note = sum(r["max_points"] for r in tests) - gpu_points, ""
+            hidden = m.points - sum(r["max_points"] for r in tests)
+            if hidden > 0 and not selected_only:
+                note = f"public tests only: {hidden:g} more points in the instructor's hidden tests"
         if not mine:
             max_score, note = m.points, f"no tests found in {m.rel(m.tests_dir)}"
         results.append(ModuleResult(m.key, score, round(max_score, 2), tests, gpu_points, note))

@@ -45,7 +45,7 @@ def test(modules: Optional[List[str]] = typer.Argument(None, help="15, quantizat
                                         extra=["-k", keyword] if keyword else None)
     except TestRunError as exc:
         raise fail(str(exc))
-    results = score_modules(selected, records)
+    results = score_modules(selected, records, selected_only=bool(keyword))
     for r in results:
         console.print(module_table(r))
     console.print(totals_table(results))

@@ -1,0 +1,287 @@
+"""Batch autograding: every submission graded by the instructor's tests in its own processes.
+
+A submission is a student-flavour tree (folder or .zip) after a learner's work. Only its module
+sources are taken from it: the package is rebuilt from the instructor's support code plus the
+submission's exports, and graded with a private copy of the instructor's tests (hidden ones
+included) and the instructor's pytest plugin. Each module runs in its own process with a wall-time
+and memory limit, so a hang, a crash or `os._exit` costs that module only, and every submission
+gets a row whatever it does.
+"""
+from __future__ import annotations
+
+import csv
+import dataclasses
+import hashlib
+import io
+import json
+import os
+import resource
+import shutil
+import tempfile
+import threading
+import zipfile
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from .export import export_modules
+from .registry import Module, all_modules
+from .source import SourceError
+from .testing import ModuleResult, TestRunError, run_pytest, score_modules
+
+SUPPORT_SKIP = shutil.ignore_patterns("__pycache__", "*.pyc")
+
+
+@dataclass
+class Submission:
+    student: str
+    path: Path
+
+    def digest(self) -> str:
+        h = hashlib.sha256()
+        files = [self.path] if self.path.is_file() else sorted(p for p in self.path.rglob("*") if p.is_file())
+        for p in files:
+            h.update(p.relative_to(self.path).as_posix().encode() if p != self.path else b"")
+            h.update(p.read_bytes())
+        return h.hexdigest()[:16]
+
+
+@dataclass
+class GradeRow:
+    student: str
+    digest: str
+    results: list[ModuleResult] = field(default_factory=list)
+    status: str = "graded"
+
+    @property
+    def total(self) -> float:
+        return round(sum(r.score for r in self.results), 2)
+
+    @property
+    def max_total(self) -> float:
+        return round(sum(r.max_score for r in self.results), 2)
+
+
+@dataclass
+class Limits:
+    timeout_s: float = 300.0
+    memory_mb: int = 6144
+
+    def preexec(self):
+        mem = self.memory_mb * 1024 * 1024
+
+        def apply():
+            resource.setrlimit(resource.RLIMIT_AS, (mem, mem))
+            resource.setrlimit(resource.RLIMIT_CORE, (0, 0))
+        return apply
+
+
+def find_submissions(folder: Path) -> list[Submission]:
+    subs = []
+    for p in sorted(folder.iterdir()):
+        if p.name.startswith("."):
+            continue
+        if p.is_dir() or p.suffix == ".zip":
+            subs.append(Submission(p.stem if p.suffix == ".zip" else p.name, p))
+    return subs
+
+
+def _safe_extract(archive: Path, dest: Path) -> None:
+    with zipfile.ZipFile(archive) as zf:
+        for info in zf.infolist():
+            target = (dest / info.filename).resolve()
+            if dest.resolve() not in target.parents and target != dest.resolve():
+                raise ValueError(f"unsafe path in zip: {info.filename}")
+        zf.extractall(dest)
+
+
+def _course_root(folder: Path) -> Path | None:
+    """The folder holding modules/ (the tree may be nested one or two levels in an archive)."""
+    for candidate in (folder, *sorted(folder.glob("*")), *sorted(folder.glob("*/*"))):
+        if (candidate / "modules").is_dir():
+            return candidate
+    return None
+
+
+def read_tree(folder: Path, skip=lambda rel: False) -> dict[str, bytes]:
+    """Every file under `folder` (relative path -> bytes), kept in memory so nothing on disk that a
+    submission could reach is reused from one grading run to the next."""
+    files = {}
+    for p in sorted(folder.rglob("*")):
+        rel = p.relative_to(folder).as_posix()
+        if p.is_file() and "__pycache__" not in p.parts and not skip(rel):
+            files[rel] = p.read_bytes()
+    return files
+
+
+def write_tree(files: dict[str, bytes], dest: Path) -> None:
+    for rel, data in files.items():
+        target = dest / rel
+        target.parent.mkdir(parents=True, exist_ok=True)
+        target.write_bytes(data)
+
+
+class Grader:
+    def __init__(self, instructor_root: Path, modules: list[Module], limits: Limits, work: Path):
+        self.modules = modules
+        self.limits = limits
+        self.work = work
+        exported = {f"{m.export}.py" for m in all_modules(instructor_root)}
+        self.plugin = read_tree(instructor_root / "tito")
+        self.support = read_tree(instructor_root / "tinyq", skip=lambda rel: rel in exported)
+        self.tests = {m.key: read_tree(m.tests_dir) for m in modules if m.tests_dir.is_dir()}
+        self.metadata = {m.key: (m.dir / "module.yaml").read_bytes() for m in modules}
+        self.source_names = {m.key: m.source.name for m in modules}
+
+    def grade(self, sub: Submission) -> GradeRow:
+        row = GradeRow(sub.student, sub.digest())
+        base = Path(tempfile.mkdtemp(prefix=f"{sub.student[:20]}-", dir=self.work))
+        try:
+            try:
+                tree = self._unpack(sub, base)
+            except Exception as exc:   # unreadable archive, unsafe paths...
+                tree, row.status = None, f"unreadable submission: {exc}"
+            if tree is None:
+                row.status = row.status if row.status != "graded" else "no modules/ folder in the submission"
+                row.results = [ModuleResult(m.key, 0.0, m.points, [], 0.0, row.status) for m in self.modules]
+                return row
+            package_root = base / "package"
+            write_tree(self.support, package_root / "tinyq")
+            export_errors = self._export(tree, package_root)
+            for m in self.modules:
+                row.results.append(self._grade_module(m, package_root, export_errors.get(m.key)))
+            return row
+        finally:
+            shutil.rmtree(base, ignore_errors=True)
+
+    def _unpack(self, sub: Submission, base: Path) -> Path | None:
+        raw = base / "submission"
+        if sub.path.is_file():
+            raw.mkdir()
+            _safe_extract(sub.path, raw)
+        else:
+            shutil.copytree(sub.path, raw, symlinks=True, ignore=SUPPORT_SKIP)
+        return _course_root(raw)
+
+    def _export(self, tree: Path, package_root: Path) -> dict[str, str]:
+        """Export each module from the submission's source on its own; returns module -> reason."""
+        errors = {}
+        for m in self.modules:
+            name = self.source_names[m.key]
+            theirs = tree / "modules" / m.key / name
+            folder = package_root / "modules" / m.key
+            folder.mkdir(parents=True)
+            (folder / "module.yaml").write_bytes(self.metadata[m.key])   # the instructor's metadata
+            if not theirs.is_file() or theirs.is_symlink():
+                errors[m.key] = f"module source missing: modules/{m.key}/{name}"
+                continue
+            shutil.copy2(theirs, folder / name)
+            try:
+                export_modules([x for x in all_modules(package_root) if x.key == m.key])
+            except SourceError as exc:
+                errors[m.key] = f"export failed: {exc}"
+            except Exception as exc:
+                errors[m.key] = f"export failed: {type(exc).__name__}: {exc}"
+        return errors
+
+    def _grade_module(self, m: Module, package_root: Path, export_error: str | None) -> ModuleResult:
+        if export_error:
+            return ModuleResult(m.key, 0.0, m.points, [], 0.0, export_error)
+        if m.key not in self.tests:
+            return ModuleResult(m.key, 0.0, m.points, [], 0.0, "the instructor has no tests for this module")
+        run_dir = Path(tempfile.mkdtemp(prefix=f"{m.key}-", dir=package_root.parent))
+        shutil.copytree(package_root / "tinyq", run_dir / "tinyq")
+        tests, plugin = run_dir / "tests" / m.key, run_dir / "_grader"
+        write_tree(self.tests[m.key], tests)
+        write_tree(self.plugin, plugin / "tito")
+        try:
+            records, _, _ = run_pytest([tests], run_dir, plugin_path=plugin, capture=True,
+                                       timeout=self.limits.timeout_s, preexec=self.limits.preexec())
+        except TestRunError as exc:
+            return ModuleResult(m.key, 0.0, m.points, [], 0.0, str(exc).splitlines()[0])
+        if read_tree(tests) != self.tests[m.key] or read_tree(plugin / "tito") != self.plugin:
+            return ModuleResult(m.key, 0.0, m.points, [], 0.0,
+                                "the submission modified the grading tests or plugin while they ran")
+        (result,) = score_modules([dataclasses.replace(m, root=run_dir)], records)
+        if result.score == 0 and not result.note:
+            reasons = sorted({t["message"] for t in result.tests if t.get("message")})
+            result.note = "; ".join(reasons)[:300] or "no test passed"
+        return result
+
+
+CSV_BASE = ["student", "submission_sha256", "status", "total", "max_total"]
+
+
+def load_rows(path: Path) -> dict[str, dict]:
+    if not path.exists():
+        return {}
+    with path.open(newline="") as f:
+        return {row["student"]: row for row in csv.DictReader(f)}
+
+
+def write_rows(path: Path, modules: list[Module], rows: dict[str, dict]) -> None:
+    fields = CSV_BASE + [f"{m.key}" for m in modules] + [f"{m.key}_reason" for m in modules]
+    buf = io.StringIO()
+    writer = csv.DictWriter(buf, fieldnames=fields, extrasaction="ignore")
+    writer.writeheader()
+    for student in sorted(rows):
+        writer.writerow(rows[student])
+    tmp = path.with_name(f".{path.name}.tmp")
+    tmp.write_text(buf.getvalue())
+    os.replace(tmp, path)
+
+
+def row_dict(row: GradeRow) -> dict:
+    d = {"student": row.student, "submission_sha256": row.digest, "status": row.status,
+         "total": f"{row.total:g}", "max_total": f"{row.max_total:g}"}
+    for r in row.results:
+        d[r.module] = f"{r.score:g}"
+        d[f"{r.module}_reason"] = r.note if r.score < r.max_score or r.note else ""
+    return d
+
+
+def write_gradescope(folder: Path, row: GradeRow) -> Path:
+    """Gradescope's results.json for one submission."""
+    tests = []
+    for r in row.results:
+        if not r.tests:
+            tests.append({"name": r.module, "score": r.score, "max_score": r.max_score, "output": r.note})
+        for t in r.tests:
+            tests.append({"name": f"{r.module}::{t['name']}", "score": t["points"],
+                          "max_score": t["max_points"], "output": t.get("message") or t["outcome"]})
+    payload = {"score": row.total, "output": f"{row.total:g} / {row.max_total:g}", "tests": tests}
+    target = folder / row.student / "results.json"
+    target.parent.mkdir(parents=True, exist_ok=True)
+    target.write_text(json.dumps(payload, indent=1))
+    return target
+
+
+def grade_all(instructor_root: Path, modules: list[Module], submissions: list[Submission], out_csv: Path,
+              *, jobs: int = 1, limits: Limits | None = None, regrade: bool = False,
+              gradescope: Path | None = None, on_row=None) -> dict[str, dict]:
+    """Grade every submission (resuming from `out_csv` unless `regrade`); returns the CSV rows."""
+    rows = {} if regrade else load_rows(out_csv)
+    todo = [s for s in submissions if s.student not in rows or rows[s.student].get("submission_sha256") != s.digest()]
+    lock = threading.Lock()
+    with tempfile.TemporaryDirectory(prefix="tito-grade-") as work:
+        grader = Grader(instructor_root, modules, limits or Limits(), Path(work))
+
+        def one(sub: Submission) -> None:
+            try:
+                row = grader.grade(sub)
+            except Exception as exc:     # the grader itself must never lose a row
+                row = GradeRow(sub.student, sub.digest(), [ModuleResult(m.key, 0.0, m.points, [], 0.0,
+                               f"grader error: {type(exc).__name__}: {exc}") for m in modules], "grader error")
+            with lock:
+                rows[sub.student] = row_dict(row)
+                write_rows(out_csv, modules, rows)
+                if gradescope:
+                    write_gradescope(gradescope, row)
+                if on_row:
+                    on_row(row)
+
+        with ThreadPoolExecutor(max_workers=max(1, jobs)) as pool:
+            list(pool.map(one, todo))
+    if not todo:
+        write_rows(out_csv, modules, rows)
+    return rows
