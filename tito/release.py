@@ -23,7 +23,7 @@ MANIFEST = ".tinyq-release.json"
 TOP_LEVEL = ("pyproject.toml", "README.md", "LEARNING_PATH.md", "docs", "tito", "tinyq", "modules", "tests")
 SKIP_TESTS = ("tooling", "notebooks")            # instructor-side checks of this repository itself
 IGNORE = shutil.ignore_patterns("__pycache__", "*.pyc", "*.ipynb", ".ipynb_checkpoints", "*.egg-info")
-MIN_LEAK_CHARS = 12                                # shorter lines ("return x") are not evidence
+MIN_LEAK_CHARS = 40                                # a shorter line alone is not evidence
 
 
 class ReleaseError(Exception):
@@ -69,45 +69,76 @@ def learner_changes(out: Path) -> list[str]:
     return sorted(changed)
 
 
-def solution_lines(modules: list[Module]) -> dict[str, str]:
-    """Every substantial line of every solution region -> the exercise it belongs to."""
-    lines = {}
+@dataclass
+class Secrets:
+    """What must not reach a learner: distinctive solution lines, and consecutive pairs of lines.
+
+    A single short line (`return lo, hi`, `if axis is None:`) proves nothing, so single lines count
+    only when long; two consecutive solution lines count at any length. Text the student sources
+    themselves give away outside solution regions (scaffolding, narrative) is not secret.
+    """
+    lines: dict[str, str]                       # long line -> exercise
+    pairs: dict[tuple[str, str], str]           # consecutive lines -> exercise
+
+    def __len__(self) -> int:
+        return len(self.lines) + len(self.pairs)
+
+
+def _significant(lines) -> list[str]:
+    return [t for t in (line.strip() for line in lines) if t and not t.startswith("#")]
+
+
+def solution_lines(modules: list[Module]) -> Secrets:
+    given: set[str] = set()
+    for m in modules:
+        given.update(_significant(student_text(m.source.read_text()).splitlines()))
+    lines, pairs = {}, {}
     for m in modules:
         for exercise, region in solution_regions(m.source):
-            for line in region:
-                text = line.strip()
-                if len(text) >= MIN_LEAK_CHARS and not text.startswith("#"):
-                    lines[text] = f"{m.key}:{exercise}"
-    return lines
+            where = f"{m.key}:{exercise}"
+            body = _significant(region)
+            for text in body:
+                if len(text) >= MIN_LEAK_CHARS and text not in given:
+                    lines[text] = where
+            for a, b in zip(body, body[1:]):
+                if not (a in given and b in given):
+                    pairs[(a, b)] = where
+    return Secrets(lines, pairs)
 
 
-def find_leaks(folder: Path, secret: dict[str, str]) -> list[Leak]:
-    """Solution lines that appear anywhere under `folder` (code, notebooks, pages, ...)."""
+def find_leaks(folder: Path, secret: Secrets) -> list[Leak]:
+    """Solution text that appears anywhere under `folder` (code, notebooks, pages, ...)."""
     leaks = []
     for path in _files(folder):
         try:
-            text = path.read_text()
+            raw = path.read_text()
         except (UnicodeDecodeError, OSError):
             continue
-        for number, line in enumerate(text.splitlines(), 1):
+        rel = path.relative_to(folder).as_posix()
+        previous = None
+        for number, line in enumerate(raw.splitlines(), 1):
             for piece in _candidates(line):
-                if piece in secret:
-                    leaks.append(Leak(path.relative_to(folder).as_posix(), number, piece, secret[piece]))
+                if not piece or piece.startswith("#"):
+                    continue
+                if piece in secret.lines:
+                    leaks.append(Leak(rel, number, piece, secret.lines[piece]))
+                elif (previous, piece) in secret.pairs:
+                    leaks.append(Leak(rel, number, f"{previous} / {piece}", secret.pairs[(previous, piece)]))
+                previous = piece
     return leaks
 
 
 def _candidates(line: str) -> list[str]:
-    """The line itself, and the strings inside a JSON-encoded notebook line."""
+    """The stripped line, or for a JSON-encoded notebook source line the string inside it."""
     stripped = line.strip()
-    out = [stripped]
     if stripped.startswith('"'):
         try:
             decoded = json.loads(stripped.rstrip(","))
             if isinstance(decoded, str):
-                out.append(decoded.strip())
+                return [decoded.strip()]
         except ValueError:
             pass
-    return out
+    return [stripped]
 
 
 def build(root: Path, staging: Path) -> list[Module]:
