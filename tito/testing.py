@@ -86,8 +86,8 @@ def run_pytest(test_dirs: list[Path], package_root: Path, *, plugin_path: Path |
             raise TestRunTimeout(f"timed out after {timeout:g} s") from None
         output = output or ""
         if proc.returncode in (3, 4) or not json_path.exists():   # internal error / usage error
-            raise TestRunError(describe_exit(proc.returncode)
-                               + (f":\n{output[-2000:]}" if output else ""))
+            raise TestRunError(describe_exit(proc.returncode) + _cause(output)
+                               + (f"\n{output[-2000:]}" if output else ""))
         records = json.loads(json_path.read_text())["tests"]
         return records, proc.returncode, output
 
@@ -98,6 +98,15 @@ def _kill_group(proc: subprocess.Popen) -> None:
     except ProcessLookupError:
         pass
     proc.communicate()
+
+
+def _cause(output: str) -> str:
+    """The exception that stopped pytest, from its last INTERNALERROR / error line."""
+    for line in reversed(output.splitlines()):
+        text = line.removeprefix("INTERNALERROR>").strip().removeprefix("E").strip()
+        if text and (text.split(":")[0].endswith(("Error", "Exit", "Exception")) or "SystemExit" in text):
+            return f" ({text[:200]})"
+    return ""
 
 
 def describe_exit(code: int) -> str:
