@@ -67,3 +67,23 @@ def test_unknown_module_is_a_clear_error(tmp_path, monkeypatch):
     course = copy_course(tmp_path / "course")
     result = run_tito(monkeypatch, course, "test", "99")
     assert result.exit_code == 2 and "no module named '99'" in result.output
+
+
+def test_gpu_tests_are_reported_as_needing_a_gpu_not_passed(tmp_path, monkeypatch):
+    from tito.pytest_plugin import gpu_unusable_reason
+    if gpu_unusable_reason() is None:
+        import pytest
+        pytest.skip("this machine has a usable CUDA device; the no-GPU path cannot be observed here")
+    course = copy_course(tmp_path / "course")
+    extra = course / "tests" / "15_quantization" / "test_15_gpu_probe.py"
+    extra.write_text("import pytest\nimport tinyq.quantize as tq\n\n"
+                     "@pytest.mark.points(5, exercise='qrange')\n"
+                     "def test_on_gpu(gpu):\n    assert tq.qrange(8) == (-128, 127)\n")
+    out = tmp_path / "r.json"
+    result = run_tito(monkeypatch, course, "test", "15", "-k", "on_gpu or qrange_known", "--json", str(out))
+    assert result.exit_code == 0
+    assert "needs GPU" in result.output and "5 pts need a GPU" in " ".join(result.output.split())
+    (module,) = json.loads(out.read_text())["modules"]
+    (probe,) = [t for t in module["tests"] if t["name"] == "test_on_gpu"]
+    assert probe["outcome"] == "skipped" and probe["message"].startswith("needs GPU") and probe["points"] == 0
+    assert module["max_score"] == 2, "GPU points are not counted where no GPU can run them"
