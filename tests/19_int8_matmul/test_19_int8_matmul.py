@@ -1,0 +1,237 @@
+"""Public graded tests of module 19 (int8_matmul). Hidden tests add more cases at grading time."""
+import numpy as np
+import pytest
+
+import tinyq.int8_matmul as tq
+from _19_helpers import fails_fast, gemv_reference_and_bound, int_matmul, isolate, random_int8
+
+
+@pytest.fixture
+def only(monkeypatch):
+    return lambda keep: isolate(monkeypatch, keep)
+
+
+# ---------------------------------------------------------------- gemv_w8 (8 of 10 points)
+@pytest.mark.points(2, exercise="gemv_w8")
+def test_gemv_matches_float64_reference(only):
+    only("gemv_w8")
+    rng = np.random.default_rng(1)
+    for n, k in [(4, 16), (37, 129), (256, 1000), (1024, 512)]:
+        w_q = random_int8(rng, (n, k), -127, 127)
+        scale = rng.uniform(1e-3, 1e-1, size=n).astype(np.float32)
+        x = rng.standard_normal(k).astype(np.float32)
+        y = tq.gemv_w8(w_q, scale, x)
+        assert isinstance(y, np.ndarray) and y.dtype == np.float32 and y.shape == (n,)
+        ref, bound = gemv_reference_and_bound(w_q, scale, x)
+        assert np.all(np.abs(y - ref) <= bound), f"N={n} K={k}: max error {np.abs(y - ref).max():.3g}"
+
+
+@pytest.mark.points(1, exercise="gemv_w8")
+def test_gemv_edge_shapes_and_per_tensor_scale(only):
+    only("gemv_w8")
+    rng = np.random.default_rng(2)
+    for n, k in [(1, 1), (1, 77), (3, 1), (5, 3), (6, 33)]:        # N not a multiple of 4, tiny K
+        w_q = random_int8(rng, (n, k))
+        x = rng.standard_normal(k).astype(np.float32)
+        ref, bound = gemv_reference_and_bound(w_q, 0.25, x)
+        y = tq.gemv_w8(w_q, 0.25, x)                                 # a scalar scale: per-tensor
+        assert y.shape == (n,) and np.all(np.abs(y - ref) <= bound), (n, k)
+    # a non-contiguous view and a float64 x still give the right answer
+    w_q = random_int8(rng, (16, 64))
+    x = rng.standard_normal(32)
+    view = w_q[::2, ::2]
+    ref, bound = gemv_reference_and_bound(view, 0.5, x)
+    assert np.all(np.abs(tq.gemv_w8(view, np.float32(0.5), x) - ref) <= bound)
+
+
+@pytest.mark.points(1, exercise="gemv_w8")
+def test_gemv_rejects_bad_inputs(only):
+    only("gemv_w8")
+    w_q = np.ones((4, 8), np.int8)
+    with pytest.raises(ValueError):
+        tq.gemv_w8(w_q, np.ones(4, np.float32), np.ones(7, np.float32))     # wrong K
+    with pytest.raises(ValueError):
+        tq.gemv_w8(w_q, np.ones(3, np.float32), np.ones(8, np.float32))     # wrong number of scales
+    with pytest.raises(TypeError):
+        tq.gemv_w8(w_q.astype(np.float32), np.ones(4, np.float32), np.ones(8, np.float32))
+
+
+@pytest.mark.perf
+@pytest.mark.points(4, exercise="gemv_w8")
+def test_gemv_speed_vs_numpy_float32(perf, only):
+    """4096 x 4096: numpy's float32 GEMV reads 64 MiB of weights, an int8 kernel 16 MiB."""
+    only("gemv_w8")
+    from tinyq.bench import compare
+    rng = np.random.default_rng(3)
+    small_w, small_x = random_int8(rng, (256, 256)), rng.standard_normal(256).astype(np.float32)
+    fails_fast(lambda: tq.gemv_w8(small_w, np.float32(0.01), small_x), 0.05, "gemv_w8 at 256 x 256")
+    n = 4096
+    w = rng.standard_normal((n, n), dtype=np.float32)
+    scale = (np.abs(w).max(axis=1) / 127).astype(np.float32)
+    w_q = np.clip(np.rint(w / scale[:, None]), -127, 127).astype(np.int8)
+    x = rng.standard_normal(n).astype(np.float32)
+    ref, bound = gemv_reference_and_bound(w_q, scale, x)
+    assert np.all(np.abs(tq.gemv_w8(w_q, scale, x) - ref) <= bound)
+    result = compare(lambda: tq.gemv_w8(w_q, scale, x), lambda: w @ x, repeats=9)
+    print(f"gemv_w8 {n}x{n}: {result}")
+    perf.record(result.speedup, bar=1.5, floor=1.0)
+
+
+# ---------------------------------------------------------------- gemm_int8 (10 of 15 points)
+@pytest.mark.points(1, exercise="gemm_int8")
+def test_int32_safe_k_bound():
+    assert tq.int32_safe_k() == 131071                 # (2**31 - 1) // 2**14
+    assert tq.int32_safe_k(128, 128) == 131071
+    assert tq.int32_safe_k(255, 128) == 65793          # activations shifted by a zero point
+    assert tq.int32_safe_k(127, 127) == 133144
+
+
+@pytest.mark.points(3, exercise="gemm_int8")
+def test_gemm_exact_on_odd_shapes(only):
+    only("gemm_int8")
+    rng = np.random.default_rng(4)
+    shapes = [(1, 1, 1), (1, 1, 300), (1, 37, 64), (37, 1, 64), (2, 3, 5), (3, 2, 7), (4, 2, 8),
+              (5, 3, 17), (8, 9, 31), (13, 11, 129), (64, 63, 257), (100, 50, 1000)]
+    for m, n, k in shapes:
+        a = random_int8(rng, (m, k))
+        w = random_int8(rng, (n, k))
+        c = tq.gemm_int8(a, w)
+        assert isinstance(c, np.ndarray) and c.dtype == np.int32 and c.shape == (m, n), (m, n, k)
+        assert np.array_equal(c, int_matmul(a, w)), f"wrong result for M={m} N={n} K={k}"
+
+
+@pytest.mark.points(2, exercise="gemm_int8")
+def test_gemm_enforces_the_k_bound(only):
+    only("gemm_int8")
+    k = 131071
+    a = np.full((1, k), -128, np.int8)
+    c = tq.gemm_int8(a, a)                             # the worst case that still fits
+    assert c.dtype == np.int32 and int(c[0, 0]) == k * 16384
+    too_long = np.zeros((1, k + 1), np.int8)
+    with pytest.raises(ValueError):
+        tq.gemm_int8(too_long, too_long)
+    with pytest.raises(ValueError):
+        tq.gemm_int8(np.zeros((2, 8), np.int8), np.zeros((2, 9), np.int8))
+
+
+@pytest.mark.perf
+@pytest.mark.points(4, exercise="gemm_int8")
+def test_gemm_speed_vs_numpy_sgemm(perf, only):
+    """1024^3 against numpy's float32 SGEMM. The floor is above what a float64 BLAS matmul in
+    disguise reaches (DGEMM runs at half SGEMM's rate), a float32 one fails the exactness tests."""
+    only("gemm_int8")
+    from tinyq.bench import compare
+    rng = np.random.default_rng(5)
+    small = random_int8(rng, (64, 64))
+    fails_fast(lambda: tq.gemm_int8(small, small), 0.05, "gemm_int8 at 64 x 64 x 64")
+    n = 1024
+    a = random_int8(rng, (n, n))
+    w = random_int8(rng, (n, n), -127, 127)
+    assert np.array_equal(tq.gemm_int8(a, w), int_matmul(a, w))
+    a_f, w_f = a.astype(np.float32), w.astype(np.float32)
+    result = compare(lambda: tq.gemm_int8(a, w), lambda: a_f @ w_f.T, repeats=7)
+    print(f"gemm_int8 {n}^3: {result}")
+    perf.record(result.speedup, bar=0.9, floor=0.65)
+
+
+# ---------------------------------------------------------------- gemm_int8_zp (4 of 7 points)
+@pytest.mark.points(1, exercise="gemm_int8_zp")
+def test_weight_colsums():
+    w = np.array([[1, 2, 3], [-128, -128, 0], [127, 127, 127]], np.int8)
+    c = tq.weight_colsums(w)
+    assert c.dtype == np.int32 and c.tolist() == [6, -256, 381]
+    big = np.full((2, 5000), -128, np.int8)
+    assert tq.weight_colsums(big).tolist() == [-640000, -640000]
+
+
+@pytest.mark.points(2, exercise="gemm_int8_zp")
+def test_zero_point_correction_exact(only):
+    only("gemm_int8_zp")
+    rng = np.random.default_rng(6)
+    for m, n, k in [(1, 5, 3), (7, 9, 33), (33, 17, 200)]:
+        a = random_int8(rng, (m, k))
+        w = random_int8(rng, (n, k), -127, 127)
+        sums = tq.weight_colsums(w)
+        for zp in (-128, -1, 0, 5, 127):
+            ref = (np.asarray(a, np.int64) - zp) @ np.asarray(w, np.int64).T
+            got = tq.gemm_int8_zp(a, zp, w)
+            assert got.dtype == np.int32 and np.array_equal(got, ref), (m, n, k, zp)
+            assert np.array_equal(tq.gemm_int8_zp(a, zp, w, sums), ref), (m, n, k, zp, "sums given")
+
+
+@pytest.mark.points(1, exercise="gemm_int8_zp")
+def test_zero_point_bound_and_validation(only):
+    only("gemm_int8_zp")
+    k = 65793
+    a = np.full((1, k), -128, np.int8)
+    w = np.full((1, k), 127, np.int8)
+    assert int(tq.gemm_int8_zp(a, 127, w)[0, 0]) == -255 * 127 * k     # fits, barely
+    with pytest.raises(ValueError):
+        tq.gemm_int8_zp(np.zeros((1, k + 1), np.int8), 0, np.zeros((1, k + 1), np.int8))
+    with pytest.raises(ValueError):
+        tq.gemm_int8_zp(np.zeros((1, 4), np.int8), 128, np.zeros((1, 4), np.int8))
+
+
+# ---------------------------------------------------------------- quantize_multiplier (2 of 4 points)
+@pytest.mark.points(2, exercise="quantize_multiplier")
+def test_quantize_multiplier_anchors(only):
+    only("quantize_multiplier")
+    assert tuple(int(v) for v in tq.quantize_multiplier(0.0123456)) == (1696766344, -6)
+    assert tuple(int(v) for v in tq.quantize_multiplier(0.5)) == (1 << 30, 0)
+    assert tuple(int(v) for v in tq.quantize_multiplier(0.75)) == (3 << 29, 0)
+    assert tuple(int(v) for v in tq.quantize_multiplier(1.0)) == (1 << 30, 1)
+    assert tuple(int(v) for v in tq.quantize_multiplier(0.0)) == (0, 0)
+    assert tuple(int(v) for v in tq.quantize_multiplier(1 - 2.0**-40)) == (1 << 30, 1)   # rounds up to 2**31
+    m0, shift = tq.quantize_multiplier(np.array([0.0123456, 0.25]))
+    assert np.asarray(m0).tolist() == [1696766344, 1 << 30] and np.asarray(shift).tolist() == [-6, -1]
+
+
+# ---------------------------------------------------------------- requantize (3 of 6 points)
+@pytest.mark.points(1, exercise="requantize")
+def test_srdhm_anchors():
+    assert tq.srdhm(40500, 1696766344) == 32000
+    assert tq.srdhm(-2**31, -2**31) == 2**31 - 1                # the one saturating case
+    assert tq.srdhm(1, 1 << 30) == 1                             # +0.5 rounds up ...
+    assert tq.srdhm(-1, 1 << 30) == 0                            # ... and so does -0.5
+    assert tq.srdhm(-3, 1 << 30) == -1                           # -1.5 -> -1
+    assert tq.srdhm(-2**31, 2**31 - 1) == -(2**31 - 1)
+
+
+@pytest.mark.points(1, exercise="requantize")
+def test_rdbpot_anchors():
+    assert tq.rdbpot(32000, 6) == 500
+    assert tq.rdbpot(-3, 1) == -2                                # -1.5 -> -2 (away from zero)
+    assert tq.rdbpot(3, 1) == 2
+    assert tq.rdbpot(-5, 2) == -1 and tq.rdbpot(-6, 2) == -2 and tq.rdbpot(6, 2) == 2
+    assert tq.rdbpot(12345, 0) == 12345
+    assert tq.rdbpot(-2**31, 31) == -1 and tq.rdbpot(2**31 - 1, 31) == 1
+
+
+@pytest.mark.points(1, exercise="requantize")
+def test_requantize_anchor_and_clamp():
+    q = tq.requantize(np.array([40500, -40500, 0], np.int32), 1696766344, -6, 0, -1000, 1000)
+    assert q.tolist() == [500, -500, 0]
+    q = tq.requantize(np.array([[40500, 2**20], [-40500, -2**20]], np.int32), 1696766344, -6, 10)
+    assert q.dtype == np.int8 and q.tolist() == [[127, 127], [-128, -128]]
+    q = tq.requantize(np.array([40500, 0], np.int32), 1696766344, -6, 0, 0, 255)
+    assert q.dtype == np.uint8 and q.tolist() == [255, 0]
+
+
+# ---------------------------------------------------------------- quantized_linear (2 of 5 points)
+@pytest.mark.points(2, exercise="quantized_linear")
+def test_quantized_linear_example_and_float_agreement(only):
+    only("quantized_linear")
+    y = tq.quantized_linear(np.array([10, 20], np.int8), 0.5, 0, np.array([[1, 1]], np.int8), 0.5, None, 1.0, 0)
+    assert y.dtype == np.int8 and y.tolist() == [8]
+    rng = np.random.default_rng(7)
+    x = random_int8(rng, (9, 70))
+    w = random_int8(rng, (13, 70), -127, 127)
+    w_scale = rng.uniform(0.002, 0.02, size=13).astype(np.float32)
+    bias = rng.integers(-3000, 3000, size=13).astype(np.int32)
+    x_scale, x_zp, out_scale, out_zp = np.float32(0.04), 7, np.float32(0.3), -4
+    y = tq.quantized_linear(x, x_scale, x_zp, w, w_scale, bias, out_scale, out_zp)
+    assert y.dtype == np.int8 and y.shape == (9, 13)
+    real = ((x.astype(np.float64) - x_zp) @ w.astype(np.float64).T + bias) \
+        * (np.float64(x_scale) * w_scale.astype(np.float64)) / np.float64(out_scale)
+    ref = np.clip(np.round(real) + out_zp, -128, 127)
+    assert np.abs(y.astype(np.int64) - ref).max() <= 1
