@@ -559,7 +559,7 @@ class MSEObserver(Observer):
     per channel. Return the per-channel best (lo, hi) (symmetric: (-a_best, a_best)).
 
     EXAMPLE: data uniform in [-1, 1] plus two values at +-5, bits=4: min-max gives 5, the MSE
-             observer about 1 (the grid's point nearest the optimum 14/15).
+             observer about 1 (the optimum is 14/15; the grid steps by 5/100 = 0.05).
 
     HINTS: keep best_err (C,) initialised to +inf and update with a boolean mask `err < best_err`.
     """
@@ -636,7 +636,7 @@ print(f"MSEObserver: ok (4-bit range {float(hi[0]):.2f} instead of 5.0)")
 #   one histogram over $[\min, \max]$, gives both views at full resolution.)
 # * the count of **exact zeros**, kept aside. Zero is always represented exactly (that is what the
 #   zero point is for), so zeros carry no quantization error whatever the range, and a ReLU layer
-#   produces a lot of them (about half, for the zoo model). Left in the first bin they form a spike
+#   produces a lot of them (40–50% of the zoo model's activations). Left in the first bin they form a spike
 #   that distorts both searches; kept aside they cannot.
 #
 # When a batch raises $a_{max}$, the old counts must move to the new, wider bins. We **re-bin**
@@ -921,15 +921,14 @@ def kl_window(window, below, above, levels):
     p[0] += below
     p[-1] += above
     filled = p > 0
-    starts = (np.arange(levels) * n) // levels
-    sizes = np.diff(np.append(starts, n))
+    starts = np.arange(levels) * n // levels               # first bin of each group
     group_sum = np.add.reduceat(window, starts)
-    group_filled = np.add.reduceat(filled.astype(np.float64), starts)
-    per_bin = np.divide(group_sum, group_filled, out=np.zeros(levels), where=group_filled > 0)
-    q = np.repeat(per_bin, sizes)[filled]
+    group_filled = np.add.reduceat(filled, starts, dtype=np.int64)
+    q = np.repeat(group_sum / np.maximum(group_filled, 1), np.diff(starts, append=n))
+    p, q = p[filled], q[filled]
     if q.sum() == 0:
         return np.inf
-    p = p[filled] / p.sum()
+    p = p / p.sum()
     q = np.maximum(q / q.sum(), 1e-10)
     return float(np.sum(p * np.log(p / q)))
     ### END SOLUTION
@@ -1135,9 +1134,10 @@ for name, shape, spread, bits, t, c in rows:
     print(f"{name:6} {str(shape):>15} {spread:17.2f} {bits:4d} {t:13.2f} {c:14.2f} {c - t:7.2f}")
 
 # %% [markdown]
-# The zoo model was trained briefly from a uniform initialisation, so its output channels have
-# similar ranges (a max/min ratio of the per-channel $a_{max}$ around 1.5–3) and per-channel buys a
-# modest 1–4 dB (`fc1` has a larger spread, a few nearly dead rows, and gains most). Real networks
+# The zoo model was trained briefly from a uniform initialisation and has no batch norm, so the
+# output channels of its conv layers have similar ranges (see the max/min ratio of the per-channel
+# $a_{max}$) and per-channel buys only a couple of dB; `fc1` has a few rows with much smaller
+# weights than the others and gains more. Real networks
 # with batch norm folded into their convolutions have channel ranges that differ by 10–100×. The
 # synthetic weight below has that structure (Laplace-distributed weights, channel scales log-uniform
 # up to a given spread). Watch two numbers: the SQNR of the whole tensor, and the SQNR of the **worst
@@ -1246,23 +1246,31 @@ ax[1].set_ylabel("bulk SQNR (dB)"); ax[1].legend(); ax[1].set_title("test set, w
 plt.tight_layout()
 
 # %% [markdown]
-# Read the table before the plot. Min-max (and, after a few batches, the moving average) take the
-# outliers at face value and waste most of the codes; percentile, MSE and the histogram searches clip
-# them and win back many dB of bulk SQNR. The MSE-type observers (MSE, L2) maximise the *total* SQNR by
-# construction, so they clip less than entropy when the outliers are big enough to dominate the error;
-# entropy clips hardest. None of this says which one keeps the model accurate: module 17 measures that.
+# Read the table before the plot.
+# * **Min-max** takes the outliers at face value: the bulk gets a handful of codes, and at 4 bits
+#   almost none.
+# * **Percentile** and **entropy** clip the outliers and win the bulk back (compare the bulk SQNR
+#   columns). Their *total* SQNR drops instead: the few clipped outliers now dominate the error.
+# * **MSE** and **L2** minimise the total squared error, so they decide by arithmetic: at 8 bits each
+#   outlier's clipping error outweighs what a finer grid saves on the bulk, and they keep the outliers
+#   (a range close to min-max); at 4 bits rounding errors are 16 times larger and they clip, though
+#   less than percentile and entropy.
+# * The **moving average** clips here by accident: the first batch set a small range and 1% steps
+#   never caught up with the rare outlier batches. Change the batch order and it changes.
+#
+# Which of these keeps a model accurate is not a question about squared error: module 17 measures it.
 #
 # ### 9.3 How calibration set size moves the range
 # Min-max's range is the largest value seen, so it only grows with more calibration data, and with rare
 # outliers it jumps the first time one is seen. A percentile clips the outliers only while they are
 # rarer than the tail it cuts (asymmetric 99.99: the top 0.005%); once the calibration set holds more
-# of them than that, the percentile lands among them. Below: ranges and test SQNR (8-bit, outlier data)
+# of them than that, the percentile lands among them. Below: ranges and bulk test SQNR (8-bit, outlier data)
 # as the calibration set grows from 1 to 200 images of the zoo activations (2048 values per image),
 # three random draws for each size below 200.
 
 # %%
 calib_all, _ = with_outliers(relu2_activations(digits.x_calib))
-sizes = [1, 3, 10, 30, 100, 200]
+sizes = [1, 4, 16, 64, 200]
 size_obs = {"min-max": observers["min-max"], "percentile 99.99": observers["percentile 99.99"],
             "hist entropy": observers["hist entropy"], "hist L2": observers["hist L2"]}
 size_results = {name: np.zeros((len(sizes), 3, 2)) for name in size_obs}
@@ -1278,18 +1286,27 @@ for draw in range(3):
             obs = make()
             obs(subset)
             s, z = obs.calculate_qparams(bits=8, symmetric=False, signed=False)
+            x_hat = fake_quant(test_out, s, z, 8, symmetric=False)
             size_results[name][i, draw] = (obs.calculate_range(symmetric=False)[1],
-                                           sqnr_db(test_out, fake_quant(test_out, s, z, 8, False)))
+                                           sqnr_db(test_out[~test_mask], x_hat[~test_mask]))
 fig, ax = plt.subplots(1, 2, figsize=(11, 3.4))
 for name, res in size_results.items():
     ax[0].errorbar(sizes, res[:, :, 0].mean(1), yerr=res[:, :, 0].std(1), marker="o", capsize=3, label=name)
     ax[1].errorbar(sizes, res[:, :, 1].mean(1), yerr=res[:, :, 1].std(1), marker="o", capsize=3, label=name)
-for a, label in zip(ax, ("range hi", "test SQNR (dB), 8-bit")):
+for a, label in zip(ax, ("range hi", "bulk SQNR of the test set (dB), 8-bit")):
     a.set_xscale("log"); a.set_xlabel("calibration images"); a.set_ylabel(label); a.legend(fontsize=8)
 plt.tight_layout()
+print("range hi (mean ± std over draws) by number of calibration images")
 print(f"{'observer':17} " + " ".join(f"{n:>12}" for n in sizes))
 for name, res in size_results.items():
     print(f"{name:17} " + " ".join(f"{m:6.2f}±{sd:<5.2f}" for m, sd in zip(res[:, :, 0].mean(1), res[:, :, 0].std(1))))
+
+# %% [markdown]
+# With one or a few images, whether min-max (and L2, which follows it at 8 bits) sees an outlier at all
+# is luck: hence the huge spread between draws. With more images the range settles at the outliers.
+# The percentile observer follows once the calibration set holds more outliers than its tail. The
+# entropy search settles after a few images and stays put. A bigger calibration set makes min-max
+# *more* certain to be ruined by outliers; it only makes the robust observers more stable.
 
 # %% [markdown]
 # ### 9.4 How calibration set *makeup* moves the range
@@ -1324,6 +1341,12 @@ print(f"test activations: max {act_test.max():.2f}")
 print(f"{'calibration set':17} {'observer':13} {'bits':>4} {'range hi':>8} {'test clipped':>12} {'test SQNR dB':>12}")
 for set_name, name, bits, hi, clipped, sq in makeup_rows:
     print(f"{set_name:17} {name:13} {bits:4d} {hi:8.2f} {clipped:12.4%} {sq:12.2f}")
+
+# %% [markdown]
+# For this model the digit classes barely move the range: every digit drives conv2's features to
+# similar peaks. The preprocessing bug does not forgive: the calibration activations are about half the
+# size of the real ones, so a couple of percent of the test activations are clipped and the SQNR
+# collapses. No observer can fix calibration data that is wrong; check the input pipeline first.
 
 # %% [markdown]
 # ### 9.5 Per-group 4-bit weights: accuracy against storage
@@ -1390,12 +1413,19 @@ for name, make in observers.items():
         [fresh, lambda full=full: full.calculate_range(8, symmetric=False)], repeats=3, warmup=1,
         min_sample_s=0.01)
     cost_rows.append((name, observe_s * 1e3, range_s * 1e3, state_bytes(full)))
-print(f"{'observer':17} {'observe ms':>10} {'range ms':>9} {'state after 10 batches':>22}")
+print(f"{'observer':17} {'observe ms':>10} {'range ms':>9} {'state bytes after 10 batches':>28}")
 for name, obs_ms, rng_ms, nbytes in cost_rows:
-    print(f"{name:17} {obs_ms:10.2f} {rng_ms:9.2f} {nbytes / 1024:19.1f} KiB")
+    print(f"{name:17} {obs_ms:10.3f} {rng_ms:9.2f} {nbytes:28,d}")
 plt.figure(figsize=(5, 3))
-plt.barh([r[0] for r in cost_rows], [r[3] / 1024 for r in cost_rows])
-plt.xscale("log"); plt.xlabel("state after 10 batches (KiB, log)"); plt.tight_layout()
+plt.barh([r[0] for r in cost_rows], [r[3] for r in cost_rows])
+plt.xscale("log"); plt.xlabel("state after 10 batches (bytes, log)"); plt.tight_layout()
+
+# %% [markdown]
+# The robust observers move the cost from observing to deciding: a histogram update costs a few
+# `np.histogram` calls per channel and batch, and a search runs once per tensor at conversion time.
+# The storing observers are cheap per batch, but their memory grows with every batch and their
+# search is as long as the data: fine for a weight or a small calibration run, not for a large model's
+# activations. That is why production toolkits calibrate activations with histograms.
 
 # %% [markdown]
 # ## Summary
@@ -1403,7 +1433,8 @@ plt.xscale("log"); plt.xlabel("state after 10 batches (KiB, log)"); plt.tight_la
 # * An observer turns data into a clipping range; module 15 turns the range into $(s, z)$. It runs
 #   during calibration (and QAT) and must leave the data untouched and refuse NaN/inf.
 # * Per-channel ranges matter as much as the channels' scales differ: little on the zoo's evenly
-#   trained layers, 20–40 dB when channel ranges span two decades.
+#   trained conv layers, tens of dB for the weakest channel when channel ranges span two decades
+#   (while the whole-tensor SQNR hides it).
 # * Min-max is exact and cheap but hostage to its largest value; the range only grows with more
 #   calibration data. Percentile, MSE, entropy and L2 trade a little clipping for a finer grid, and
 #   the trade is worth more at 4 bits than at 8.
