@@ -505,8 +505,10 @@ gauss = rng.normal(0.0, 1.0, size=200_000).astype(np.float32)
 
 # %% [markdown]
 # ### 6.1 SQNR against bit width
-# Theory says about 6 dB per bit. Min-max symmetric quantization of Gaussian data falls short of the
-# ideal line by a constant: the range is set by rare extreme values, so most values use few codes.
+# Theory says about 6 dB per bit: each bit halves the step, so the error power drops by 4×.
+# The measured gain per bit is printed below: close to 6 dB from 3 bits up. At 2 bits (narrow range:
+# three codes, −s, 0, +s) the scale is set by the rare extreme values, most values round to 0, and
+# the curve falls well below the line.
 
 # %%
 bits_list = list(range(2, 9))
