@@ -1,0 +1,100 @@
+"""Helpers of module 18's tests (public)."""
+import importlib
+
+import numpy as np
+
+from tinyq import zoo
+from tinyq.data import load_digits
+
+# What each exercise defines in tinyq.qat.
+EXERCISES = {
+    "fake_quantize": ("fake_quantize",),
+    "fake_quantize_grad": ("fake_quantize_grad",),
+    "fake_quantize_module": ("FakeQuantize",),
+    "lsq_grad": ("lsq_grad",),
+    "lsq_fake_quantize": ("LSQFakeQuantize",),
+    "qat_layer": ("QATLayer",),
+    "prepare_qat": ("prepare_qat",),
+    "convert_qat": ("convert_qat",),
+    "train_qat": ("train_qat",),
+}
+# What tinyq.qat uses from modules 15, 16 and 17 (graded there, not here).
+PREREQUISITES = ("qrange", "MinMaxObserver", "MovingAverageMinMaxObserver", "QuantizedLayer",
+                 "quantizable_layers")
+
+# The QAT recipe of the graded accuracy bar (train_qat's defaults).
+RECIPE = dict(epochs=3, lr=1e-4, batch_size=32, seed=0)
+
+
+def oracle():
+    """The instructor's oracle module, or None in the student flavour."""
+    try:
+        return importlib.import_module("_18_hidden_oracle")
+    except ModuleNotFoundError:
+        return None
+
+
+def isolate(monkeypatch, keep):
+    """Grade exercise `keep` on its own: every other exercise of tinyq.qat, and what it uses from
+    modules 15-17, is replaced by the instructor's oracle. Does nothing in the student flavour (the
+    oracle is not shipped): there the learner's own code is used throughout."""
+    orc = oracle()
+    if orc is None:
+        return
+    import tinyq.qat as qat
+    for exercise, names in EXERCISES.items():
+        if exercise != keep:
+            for name in names:
+                monkeypatch.setattr(qat, name, getattr(orc, name))
+    for name in PREREQUISITES:
+        monkeypatch.setattr(qat, name, getattr(orc, name), raising=False)
+
+
+def m15():
+    """Module 15's quantize/dequantize (and qrange) to compare against: the oracle's where it is
+    available, the learner's tinyq.quantize otherwise."""
+    orc = oracle()
+    if orc is not None:
+        return orc
+    import tinyq.quantize as tq
+    return tq
+
+
+def roundtrip(x, scale, zero_point, bits=8, signed=True, narrow=False, axis=None):
+    """dequantize(quantize(x)) with module 15's functions."""
+    ref = m15()
+    q = ref.quantize(x, scale, zero_point, bits=bits, signed=signed, narrow=narrow, axis=axis)
+    return ref.dequantize(q, scale, zero_point, axis=axis)
+
+
+def observer(averaging_constant=0.01, axis=None):
+    """A moving-average min/max observer (the oracle's where available, else module 16's)."""
+    orc = oracle()
+    if orc is not None:
+        return orc.MovingAverageMinMaxObserver(averaging_constant, axis=axis)
+    from tinyq.observers import MovingAverageMinMaxObserver
+    return MovingAverageMinMaxObserver(averaging_constant, axis=axis)
+
+
+def digits():
+    return load_digits()
+
+
+def fresh(name="digits_cnn"):
+    return zoo.load(name)
+
+
+def accuracy(model, x, y):
+    return float((np.asarray(model(x)).argmax(axis=1) == y).mean())
+
+
+def central_difference(f, x, h):
+    """d f / d x (f: array -> float) by central differences, one element at a time (float64)."""
+    x = np.array(x, dtype=np.float64)
+    grad = np.zeros_like(x)
+    for i in np.ndindex(x.shape):
+        up, down = x.copy(), x.copy()
+        up[i] += h
+        down[i] -= h
+        grad[i] = (f(up) - f(down)) / (2 * h)
+    return grad
