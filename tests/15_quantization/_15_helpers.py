@@ -1,26 +1,16 @@
 """Helpers of module 15's tests (public)."""
-import importlib
-
 import numpy as np
+
+from tito import testkit
 
 EXERCISE_FUNCTIONS = ("qrange", "symmetric_qparams", "asymmetric_qparams", "quantize", "dequantize")
 
 
 def isolate(monkeypatch, keep):
-    """Grade one exercise on its own: replace the other exercises' functions by the instructor's
-    oracle, so a bug in `quantize` does not also cost the `QuantizedTensor` points.
-
-    The oracle is instructor-only; in the student flavour this does nothing and the learner's own
-    functions are used throughout.
-    """
-    try:
-        oracle = importlib.import_module("_15_hidden_oracle")
-    except ModuleNotFoundError:
-        return
-    import tinyq.quantize as module
-    for name in EXERCISE_FUNCTIONS:
-        if name != keep:
-            monkeypatch.setattr(module, name, getattr(oracle, name))
+    """Grade exercise `keep` on its own (see tito.testkit.isolate): a bug in `quantize` must not
+    also cost the `QuantizedTensor` points."""
+    testkit.isolate(monkeypatch, "tinyq.quantize", "_15_hidden_oracle",
+                    [n for n in EXERCISE_FUNCTIONS if n != keep])
 
 
 def as_list(a):

@@ -1,7 +1,7 @@
 """Helpers of module 16's tests (public)."""
-import importlib
-
 import numpy as np
+
+from tito import testkit
 
 # what an exercise of module 16 may call besides itself: other exercises and module 15's functions
 SUPPORT = ("check_batch", "channel_view", "l2_search", "entropy_search", "kl_window",
@@ -15,14 +15,7 @@ def isolate(monkeypatch, *keep):
     The oracle is instructor-only; in the student flavour this does nothing and the learner's own
     functions are used throughout.
     """
-    try:
-        oracle = importlib.import_module("_16_hidden_oracle")
-    except ModuleNotFoundError:
-        return
-    import tinyq.observers as module
-    for name in SUPPORT:
-        if name not in keep:
-            monkeypatch.setattr(module, name, getattr(oracle, name))
+    testkit.isolate(monkeypatch, "tinyq.observers", "_16_hidden_oracle", [n for n in SUPPORT if n not in keep])
 
 
 def signed_hist(x, bins):

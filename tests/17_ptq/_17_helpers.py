@@ -1,10 +1,10 @@
 """Helpers of module 17's tests (public)."""
 import functools
-import importlib
 
 import numpy as np
 
 from tinyq import zoo
+from tito import testkit
 from tinyq.data import load_digits
 
 # What each exercise defines in tinyq.ptq.
@@ -26,26 +26,14 @@ PREREQUISITES = ("qrange", "quantize", "dequantize", "asymmetric_qparams", "MinM
 
 def oracle():
     """The instructor's oracle module, or None in the student flavour."""
-    try:
-        return importlib.import_module("_17_hidden_oracle")
-    except ModuleNotFoundError:
-        return None
+    return testkit.load_oracle("_17_hidden_oracle")
 
 
 def isolate(monkeypatch, keep):
-    """Grade exercise `keep` on its own: every other exercise of tinyq.ptq, and what it imports from
-    modules 15 and 16, is replaced by the instructor's oracle. Does nothing in the student flavour
-    (the oracle is not shipped): there the learner's own code is used throughout."""
-    orc = oracle()
-    if orc is None:
-        return
-    import tinyq.ptq as ptq
-    for exercise, names in EXERCISES.items():
-        if exercise != keep:
-            for name in names:
-                monkeypatch.setattr(ptq, name, getattr(orc, name))
-    for name in PREREQUISITES:
-        monkeypatch.setattr(ptq, name, getattr(orc, name), raising=False)
+    """Grade exercise `keep` on its own (see tito.testkit.isolate): every other exercise of tinyq.ptq,
+    and what it imports from modules 15 and 16, is replaced by the instructor's oracle."""
+    names = [n for exercise, group in EXERCISES.items() if exercise != keep for n in group]
+    testkit.isolate(monkeypatch, "tinyq.ptq", "_17_hidden_oracle", names, optional=PREREQUISITES)
 
 
 def observers():
