@@ -1,0 +1,1048 @@
+# ---
+# jupyter:
+#   jupytext:
+#     cell_metadata_filter: nbgrader,tags,-all
+#     text_representation:
+#       extension: .py
+#       format_name: percent
+#   kernelspec:
+#     display_name: Python 3
+#     language: python
+#     name: python3
+# ---
+
+# %% [markdown]
+# # Module 21: INT4 — two weights per byte
+#
+# When a language model generates text, each new token multiplies every weight matrix by **one**
+# activation vector: a matrix-vector product (GEMV). Each weight is read from memory once and used
+# for a single multiply-add, so the time per token is set by how many **bytes** of weights the
+# processor has to pull through its memory bus, not by how fast it multiplies. Halve the bytes and,
+# to first order, you double the tokens per second. That is why 4-bit weights are everywhere in LLM
+# inference: FP32 stores a weight in 4 bytes, INT8 in 1, INT4 in half a byte (plus a few scales).
+#
+# Half a byte is not a type that numpy, C or a SIMD register has. Every 4-bit format therefore
+# answers the same questions, and answers them differently:
+#
+# * **Which nibble holds which weight?** ONNX (opset 21 `INT4`) puts the first element in the *low*
+#   nibble; bitsandbytes puts it in the *high* nibble; GGUF's Q4_0 pairs element $j$ with element
+#   $j+16$ of the same block.
+# * **How many weights share a scale?** One scale per output channel is too coarse at 4 bits: 15
+#   codes cannot cover a row with a few large weights and many small ones. Formats use **groups**
+#   (blocks) of 32–128 consecutive weights along the input dimension $K$, each with its own scale.
+# * **Which 16 values do the codes stand for?** Evenly spaced integers (INT4, Q4_0) or the quantiles
+#   of a normal distribution (NF4).
+#
+# You will write: nibble packing in ONNX's order, per-group INT4 quantization of a weight matrix,
+# llama.cpp's **Q8_0** and **Q4_0** blocks byte for byte (checked against the `gguf` package that
+# llama.cpp's tools use), bitsandbytes' **NF4**, and a **W4A16 GEMV** kernel in Numba (4-bit weights,
+# float activations). The module ends with measurements computed from your code: model sizes from
+# real `nbytes`, the accuracy of the digits models with 4-bit weights, bytes moved against memory
+# bandwidth, and how the nibble layout decides the speed of the kernel.
+#
+# **How to work**: edit the cells marked `# YOUR CODE HERE`, run the test below each one, then
+# `tito export 21` and `tito test 21` in a terminal to grade your package.
+
+# %%
+#| default_exp int4
+
+# %%
+#| export
+import numpy as np
+from numba import njit, prange
+
+from tinyq.observers import group_qparams
+
+# %% [markdown]
+# ## 1. Two codes per byte
+#
+# A signed 4-bit code $q \in [-8, 7]$ is stored as its two's-complement **nibble** $q \bmod 16$
+# (`q & 0xF`): $3 \to$ `0x3`, $-3 \to$ `0xD`, $-8 \to$ `0x8`. An unsigned code $u \in [0, 15]$ is
+# its own nibble. Both fit the same packing, so `pack_int4` does not need to know which kind it
+# was given; `unpack_int4` does, because nibble `0xD` means $-3$ signed and $13$ unsigned.
+#
+# ONNX's order: element $2i$ goes to the **low** nibble of byte $i$ and element $2i+1$ to the
+# **high** nibble:
+#
+# $$\text{byte}_i = \text{nib}(q_{2i}) \;|\; \text{nib}(q_{2i+1}) \ll 4$$
+#
+# `onnx.helper.make_tensor(INT4, [1, 2, -3])` stores exactly the bytes `[0x21, 0x0D]`: 1 in the low
+# nibble and 2 in the high nibble of the first byte, then $-3$ (`0xD`) alone, padded with a zero
+# nibble, in the second. An odd count always leaves one nibble of padding.
+#
+# We pack along the **last axis**: a weight matrix of shape $(N, K)$ becomes $(N, \lceil K/2 \rceil)$
+# bytes, each row packed on its own, so a row of weights is a contiguous run of bytes — the shape a
+# GEMV kernel wants.
+#
+# Sign extension on the way back: the nibble $u$ of a signed code is $q + 16$ when $q < 0$. XOR-ing
+# with 8 and subtracting 8 undoes it without a branch: $(u \oplus 8) - 8$ maps $0..7 \to 0..7$ and
+# $8..15 \to -8..-1$.
+
+# %% nbgrader={"grade": false, "grade_id": "pack_int4", "locked": false, "schema_version": 3, "solution": true}
+#| export
+def pack_int4(q):
+    """Pack 4-bit codes two per byte along the last axis, first code in the LOW nibble (ONNX order).
+
+    TODO: q is an integer array (..., K) of signed codes in [-8, 7] or unsigned codes in [0, 15].
+    Return np.uint8 of shape (..., ceil(K / 2)) with byte i = nib(q[2i]) | nib(q[2i+1]) << 4,
+    where nib(v) = v & 0xF; an odd K pads the last high nibble with 0.
+
+    APPROACH:
+      1. q = np.asarray(q); refuse a 0-d array and non-integer dtypes (ValueError).
+      2. Refuse codes outside [-8, 15], and arrays that mix negative codes with codes above 7
+         (neither signed nor unsigned 4-bit): ValueError saying what was found.
+      3. nibbles = (q & 0xF) as uint8 (do the & in a type wide enough for q: int16 is safe);
+         pad one zero column when K is odd.
+      4. Combine the even columns (low) and the odd columns (shifted left by 4).
+
+    EXAMPLE: pack_int4([1, 2, -3]) -> array([0x21, 0x0D], dtype=uint8)
+             pack_int4([[15, 0], [7, 8]]) -> array([[0x0F], [0x87]], dtype=uint8)
+
+    HINTS: q[..., 0::2] and q[..., 1::2] are the even and odd columns; np.pad with
+    pad_width [(0, 0)] * (q.ndim - 1) + [(0, 1)] adds one column.
+    """
+    ### BEGIN SOLUTION
+    q = np.asarray(q)
+    if q.ndim == 0:
+        raise ValueError("pack_int4 needs an array with at least one axis, got a scalar")
+    if not np.issubdtype(q.dtype, np.integer):
+        raise ValueError(f"pack_int4 packs integer codes, got dtype {q.dtype}")
+    if q.size:
+        lowest, highest = int(q.min()), int(q.max())
+        if lowest < -8 or highest > 15:
+            raise ValueError(f"pack_int4: codes must lie in [-8, 7] (signed) or [0, 15] (unsigned), "
+                             f"found values in [{lowest}, {highest}]")
+        if lowest < 0 and highest > 7:
+            raise ValueError(f"pack_int4: the codes mix negative values ({lowest}) with values above 7 "
+                             f"({highest}); they are neither signed nor unsigned 4-bit codes")
+    nibbles = (q.astype(np.int16) & 0xF).astype(np.uint8)
+    if nibbles.shape[-1] % 2:
+        nibbles = np.pad(nibbles, [(0, 0)] * (nibbles.ndim - 1) + [(0, 1)])
+    return (nibbles[..., 0::2] | (nibbles[..., 1::2] << np.uint8(4))).astype(np.uint8)
+    ### END SOLUTION
+
+
+# %% nbgrader={"grade": true, "grade_id": "test_pack_int4", "locked": true, "points": 0, "schema_version": 3, "solution": false}
+packed = pack_int4([1, 2, -3])
+assert packed.dtype == np.uint8 and packed.tolist() == [0x21, 0x0D]       # ONNX's own bytes
+assert pack_int4(np.array([[15, 0], [7, 8]])).tolist() == [[0x0F], [0x87]]
+assert pack_int4(np.zeros((3, 0), np.int8)).shape == (3, 0)
+for bad in ([16], [-9], [-1, 9]):
+    try:
+        pack_int4(bad)
+        raise AssertionError(f"{bad} must be refused")
+    except ValueError:
+        pass
+print("pack_int4: ok")
+
+# %% nbgrader={"grade": false, "grade_id": "unpack_int4", "locked": false, "schema_version": 3, "solution": true}
+#| export
+def unpack_int4(packed, n, signed=True):
+    """Unpack `n` 4-bit codes per row from bytes packed by `pack_int4` (ONNX order).
+
+    TODO: packed is np.uint8 of shape (..., ceil(n / 2)). Return (..., n) codes: np.int8 in [-8, 7]
+    when signed, np.uint8 in [0, 15] otherwise. Code 2i is the low nibble of byte i, code 2i+1 the
+    high nibble; a padding nibble (odd n) is dropped.
+
+    APPROACH: check dtype (uint8) and that the last axis has exactly ceil(n / 2) bytes (ValueError
+    otherwise); low = packed & 0xF, high = packed >> 4; interleave them into a (..., 2 * bytes)
+    array (even columns low, odd columns high) and keep the first n; sign-extend with (u ^ 8) - 8.
+
+    EXAMPLE: unpack_int4(np.array([0x21, 0x0D], np.uint8), 3) -> array([1, 2, -3], dtype=int8)
+             unpack_int4(np.array([0x21, 0x0D], np.uint8), 3, signed=False) -> array([1, 2, 13], uint8)
+    """
+    ### BEGIN SOLUTION
+    packed = np.asarray(packed)
+    if packed.ndim == 0:
+        raise ValueError("unpack_int4 needs an array of bytes with at least one axis")
+    if packed.dtype != np.uint8:
+        raise ValueError(f"unpack_int4 reads np.uint8 bytes, got dtype {packed.dtype}")
+    n = int(n)
+    if n < 0 or packed.shape[-1] != (n + 1) // 2:
+        raise ValueError(f"unpack_int4: {n} codes need {(n + 1) // 2} bytes per row, "
+                         f"the last axis has {packed.shape[-1]}")
+    codes = np.empty(packed.shape[:-1] + (2 * packed.shape[-1],), dtype=np.uint8)
+    codes[..., 0::2] = packed & np.uint8(0x0F)
+    codes[..., 1::2] = packed >> np.uint8(4)
+    codes = codes[..., :n]
+    if not signed:
+        return np.ascontiguousarray(codes)
+    return ((codes ^ np.uint8(8)).astype(np.int8) - np.int8(8)).astype(np.int8)
+    ### END SOLUTION
+
+
+# %% nbgrader={"grade": true, "grade_id": "test_unpack_int4", "locked": true, "points": 0, "schema_version": 3, "solution": false}
+codes = unpack_int4(np.array([0x21, 0x0D], np.uint8), 3)
+assert codes.dtype == np.int8 and codes.tolist() == [1, 2, -3]
+assert unpack_int4(np.array([0x21, 0x0D], np.uint8), 3, signed=False).tolist() == [1, 2, 13]
+q = np.arange(-8, 8).reshape(2, 8)
+assert np.array_equal(unpack_int4(pack_int4(q), 8), q)
+u = np.arange(15).reshape(3, 5)                       # odd rows: one padding nibble per row
+assert np.array_equal(unpack_int4(pack_int4(u), 5, signed=False), u)
+print("unpack_int4: ok")
+
+# %% [markdown]
+# ## 2. One scale per group of weights
+#
+# At 8 bits, one scale per output channel (row) is enough (module 15). At 4 bits it is not: a row
+# of 4096 weights with a single outlier gets a scale so large that most weights round to 0. The
+# fix used by GPTQ, AWQ, llama.cpp and ONNX's blocked quantization is a scale per **group** of $g$
+# consecutive weights along the input dimension $K$ (module 16's `group_qparams`):
+#
+# $$q_{n,k} = \mathrm{clip}\Big(\mathrm{round}\big(w_{n,k} / s_{n,\lfloor k/g \rfloor}\big),\, -7,\, 7\Big)
+# \qquad \hat w_{n,k} = q_{n,k}\, s_{n,\lfloor k/g \rfloor}$$
+#
+# (symmetric, narrow range $[-7, 7]$, as in module 15), or with unsigned codes in $[0, 15]$ and a
+# zero point per group (asymmetric, as AWQ does). Groups cost memory: a float32 scale per $g$
+# weights adds $32/g$ bits per weight, so INT4 with $g = 128$ stores $4 + 0.25 = 4.25$ bits per
+# weight, a ratio of $32 / 4.25 = 7.5\times$ against FP32, not $8\times$. A zero point stored as a
+# byte adds another $8/g$.
+#
+# `group_qparams(w, group_size, bits=4, symmetric)` (module 16, imported above) gives the scales and
+# zero points of every group; here you turn them into packed codes and back. Quantize exactly as
+# module 15 does: **divide** by the scale, round half to even (`np.rint`), add the zero point, clip.
+
+# %% nbgrader={"grade": false, "grade_id": "quantize_int4_groups", "locked": false, "schema_version": 3, "solution": true}
+#| export
+def quantize_int4_groups(w, group_size=128, symmetric=True):
+    """Quantize a weight matrix (..., K) to packed INT4 with one scale per group along K.
+
+    TODO: return (packed, scale, zero_point):
+      packed     np.uint8 (..., ceil(K / 2)), the codes packed with `pack_int4` (ONNX order);
+      scale      np.float32 (..., K // group_size), from `group_qparams(w, group_size, 4, symmetric)`;
+      zero_point None when symmetric (codes are signed, in [-7, 7]); otherwise np.uint8
+                 (..., K // group_size) in [0, 15] and codes unsigned in [0, 15].
+
+    APPROACH:
+      1. w = float32 array; scale, zp = group_qparams(w, group_size, bits=4, symmetric=symmetric)
+         (it refuses NaN/inf and a K that group_size does not divide).
+      2. View w as (..., K // group_size, group_size) so each group lines up with its scale
+         (scale[..., None] broadcasts).
+      3. symmetric: codes = clip(rint(w / scale), -7, 7);
+         asymmetric: codes = clip(rint(w / scale) + zp, 0, 15).
+      4. Back to (..., K), as integers, and pack_int4.
+
+    EXAMPLE: quantize_int4_groups(np.array([[1., -2., 3., -7., .5, .5, .5, .7]]), group_size=4)
+             -> scale [[1.0, 0.1]], codes [[1, -2, 3, -7, 5, 5, 5, 7]], packed [[0xE1, 0x93, 0x55, 0x75]]
+
+    HINTS: np.divide keeps float32 when both operands are float32.
+    """
+    ### BEGIN SOLUTION
+    w = np.asarray(w, dtype=np.float32)
+    scale, zp = group_qparams(w, group_size, bits=4, symmetric=symmetric)
+    scale = np.asarray(scale, dtype=np.float32)
+    groups = w.reshape(*w.shape[:-1], w.shape[-1] // group_size, group_size)
+    v = np.rint(np.divide(groups, scale[..., None]))
+    if symmetric:
+        codes = np.clip(v, -7, 7)
+        zero_point = None
+    else:
+        zp = np.asarray(zp)
+        codes = np.clip(v + zp[..., None], 0, 15)
+        zero_point = zp.astype(np.uint8)
+    codes = codes.reshape(w.shape).astype(np.int8)
+    return pack_int4(codes), scale, zero_point
+    ### END SOLUTION
+
+
+# %% nbgrader={"grade": true, "grade_id": "test_quantize_int4_groups", "locked": true, "points": 0, "schema_version": 3, "solution": false}
+w_small = np.array([[1.0, -2.0, 3.0, -7.0, 0.5, 0.5, 0.5, 0.7]], np.float32)
+packed, scale, zp = quantize_int4_groups(w_small, group_size=4)
+assert zp is None and packed.dtype == np.uint8 and packed.shape == (1, 4)
+assert np.allclose(scale, [[1.0, 0.1]])
+assert unpack_int4(packed, 8).tolist() == [[1, -2, 3, -7, 5, 5, 5, 7]]
+packed, scale, zp = quantize_int4_groups(np.array([[0.0, 1.5, 3.0, 1.0]]), group_size=4, symmetric=False)
+assert zp.dtype == np.uint8 and zp.tolist() == [[0]] and np.allclose(scale, [[0.2]])
+assert unpack_int4(packed, 4, signed=False).tolist() == [[0, 8, 15, 5]]     # 7.5 -> 8 (half to even)
+print("quantize_int4_groups: ok")
+
+# %% nbgrader={"grade": false, "grade_id": "dequantize_int4_groups", "locked": false, "schema_version": 3, "solution": true}
+#| export
+def dequantize_int4_groups(packed, scale, zero_point=None, group_size=128):
+    """The float32 weights (..., K) that packed INT4 codes with per-group scales stand for.
+
+    TODO: K = scale.shape[-1] * group_size; unpack K codes per row (signed when zero_point is None,
+    unsigned otherwise) and return (codes - zero_point) * scale in float32, each group with its own
+    scale and zero point.
+
+    APPROACH: unpack_int4(packed, K, signed=zero_point is None) -> float32, view it as
+    (..., K // group_size, group_size), subtract zero_point[..., None] (if any), multiply by
+    scale[..., None], reshape back to (..., K).
+
+    EXAMPLE: dequantize_int4_groups(np.array([[0xE1, 0x93, 0x55, 0x75]], np.uint8),
+                                    np.array([[1.0, 0.1]], np.float32), group_size=4)
+             -> [[1., -2., 3., -7., .5, .5, .5, .7]]
+    """
+    ### BEGIN SOLUTION
+    scale = np.asarray(scale, dtype=np.float32)
+    k = scale.shape[-1] * group_size
+    codes = unpack_int4(packed, k, signed=zero_point is None).astype(np.float32)
+    codes = codes.reshape(*codes.shape[:-1], scale.shape[-1], group_size)
+    if zero_point is not None:
+        codes -= np.asarray(zero_point).astype(np.float32)[..., None]
+    return (codes * scale[..., None]).reshape(*codes.shape[:-2], k)
+    ### END SOLUTION
+
+
+# %% nbgrader={"grade": true, "grade_id": "test_dequantize_int4_groups", "locked": true, "points": 0, "schema_version": 3, "solution": false}
+w_hat = dequantize_int4_groups(np.array([[0xE1, 0x93, 0x55, 0x75]], np.uint8), np.array([[1.0, 0.1]], np.float32), group_size=4)
+assert w_hat.dtype == np.float32 and w_hat.shape == (1, 8)
+assert np.allclose(w_hat, [[1, -2, 3, -7, 0.5, 0.5, 0.5, 0.7]])
+rng = np.random.default_rng(0)
+w = rng.normal(size=(16, 256)).astype(np.float32)
+for sym in (True, False):
+    p, s, z = quantize_int4_groups(w, 64, symmetric=sym)
+    err = np.abs(dequantize_int4_groups(p, s, z, 64) - w).reshape(16, 4, 64)
+    assert np.all(err <= s[..., None] / 2 * 1.0001 + 1e-7)           # within half a step, every group
+print("dequantize_int4_groups: ok")
+
+# %% [markdown]
+# ## 3. GGUF blocks: llama.cpp's Q8_0 and Q4_0
+#
+# llama.cpp stores models in GGUF files whose tensors are arrays of fixed-size **blocks** of 32
+# weights. A block is a C struct, so the file format *is* the memory layout the kernels read:
+#
+# | type | bytes / 32 weights | struct | bits / weight |
+# |---|---|---|---|
+# | Q8_0 | 34 | `{ fp16 d; int8 qs[32]; }` | 8.5 |
+# | Q4_0 | 18 | `{ fp16 d; uint8 qs[16]; }` | 4.5 |
+#
+# The scale `d` is stored as an IEEE **half** (2 bytes, little-endian) but *computed* in float32, and
+# the codes are computed with the float32 `d`; dequantization uses the stored fp16 `d`. To be
+# byte-compatible with llama.cpp's reference quantizers (`quantize_row_q8_0_ref`,
+# `quantize_row_q4_0_ref` in `ggml-quants.c`) you must copy their arithmetic exactly, float32 step
+# by float32 step — and it differs from ONNX's in three places:
+#
+# **Q8_0.** `amax = max|x|`, `d = amax / 127`, `id = 1/d` (0 when d is 0), `q = roundf(x * id)`:
+# multiply by the reciprocal (not divide), and `roundf` rounds half **away from zero** (2.5 → 3,
+# −2.5 → −3), not half to even.
+#
+# **Q4_0.** No symmetric range here: `max` is the element with the largest magnitude, *with its
+# sign* (the first one on ties), and `d = max / -8`, so that element maps exactly to code −8, the
+# end of the signed 4-bit range that the narrow range throws away. Then
+# `q = min(15, (int8)(x * id + 8.5f))`: codes are stored **offset by 8** (nibble 0 means −8), the
+# `+ 8.5` and the truncating cast round half **up**, and an element of the opposite sign and equal
+# magnitude lands on 16 and is clipped to 15. `d` may be negative. An all-zero block has
+# `max = 0`, `d = -0.0` (fp16 bytes `00 80`) and every nibble 8.
+#
+# **Q4_0's nibble order.** Byte $j$ of the block holds element $j$ in its low nibble and element
+# $j + 16$ in its high nibble: `qs[j] = q[j] | q[j+16] << 4`. Not ONNX's order (elements $2j$ and
+# $2j+1$): §6.4 measures why a kernel prefers this one.
+#
+# Both functions take any float array whose last axis is a multiple of 32 and work on the flattened
+# values (as gguf-py does for each row); they return the raw bytes as one flat `np.uint8` array of
+# `n_blocks * 34` or `n_blocks * 18` bytes. `_gguf_blocks` below is given.
+
+# %%
+#| exporti
+QK = 32   # weights per GGUF block of Q8_0 / Q4_0
+
+
+def _gguf_blocks(x, where):
+    """x as float32 blocks of shape (n_blocks, 32); refuses NaN/inf and a last axis not divisible by 32."""
+    x = np.asarray(x, dtype=np.float32)
+    if x.ndim == 0 or x.shape[-1] % QK:
+        raise ValueError(f"{where}: the last axis must be a multiple of {QK} (GGUF blocks), got shape {x.shape}")
+    bad = int(np.count_nonzero(~np.isfinite(x)))
+    if bad:
+        raise ValueError(f"{where}: {bad} of {x.size} values are NaN or inf; GGUF quantizers leave them undefined")
+    return x.reshape(-1, QK)
+
+
+def _gguf_raw(data, block_bytes, where):
+    """Raw GGUF bytes as (n_blocks, block_bytes) uint8."""
+    data = np.asarray(data)
+    if data.dtype != np.uint8 or data.size % block_bytes:
+        raise ValueError(f"{where}: expected np.uint8 bytes, a multiple of {block_bytes}; "
+                         f"got {data.dtype} with {data.size} bytes")
+    return data.reshape(-1, block_bytes)
+
+
+# %% nbgrader={"grade": false, "grade_id": "q8_0", "locked": false, "schema_version": 3, "solution": true}
+#| export
+def quantize_q8_0(x):
+    """GGUF Q8_0 blocks of x, byte-identical to llama.cpp's quantize_row_q8_0_ref.
+
+    TODO: for each block of 32 float32 values: amax = max|x|; d = amax / 127 (float32);
+    id = 1 / d, or 0 when d == 0 (float32); q = roundf(x * id) as int8 (round half AWAY from zero).
+    Block bytes: d as little-endian fp16 (2 bytes) then the 32 int8 codes. Return one flat np.uint8
+    array of n_blocks * 34 bytes.
+
+    APPROACH: blocks = _gguf_blocks(x, "quantize_q8_0"); keep every step in float32 (np.float32(127),
+    blocks * id[:, None]); round half away from zero with sign(v) * floor(|v| + 0.5) computed in
+    float64 (exact for float32 inputs); d.astype("<f2").view(np.uint8) gives the 2 scale bytes;
+    fill an (n_blocks, 34) uint8 array and ravel it.
+
+    EXAMPLE: quantize_q8_0([127, 2.5, -2.5, 3.5, 0.5] + [0] * 27)[:7]
+             -> [0x00, 0x3C, 127, 3, 253, 4, 1]     (d = 1.0 is fp16 0x3C00; -3 is byte 253)
+    """
+    ### BEGIN SOLUTION
+    blocks = _gguf_blocks(x, "quantize_q8_0")
+    amax = np.abs(blocks).max(axis=1)
+    d = (amax / np.float32(127)).astype(np.float32)
+    with np.errstate(divide="ignore"):
+        inv = np.where(d == 0, np.float32(0), np.float32(1) / d).astype(np.float32)
+    v = (blocks * inv[:, None]).astype(np.float64)
+    q = np.sign(v) * np.floor(np.abs(v) + 0.5)
+    out = np.empty((blocks.shape[0], 2 + QK), dtype=np.uint8)
+    out[:, :2] = d.astype("<f2").view(np.uint8).reshape(-1, 2)
+    out[:, 2:] = q.astype(np.int8).view(np.uint8)
+    return out.reshape(-1)
+    ### END SOLUTION
+
+
+def dequantize_q8_0(data):
+    """float32 values of GGUF Q8_0 bytes: q * d, with d read back from its fp16 bytes.
+
+    TODO: data is np.uint8 with a multiple of 34 bytes; return n_blocks * 32 float32 values.
+
+    APPROACH: raw = _gguf_raw(data, 34, "dequantize_q8_0"); d = raw[:, :2] viewed as "<f2" (copy the
+    slice first: a view needs contiguous bytes) -> float32; q = raw[:, 2:] viewed as int8.
+    """
+    ### BEGIN SOLUTION
+    raw = _gguf_raw(data, 2 + QK, "dequantize_q8_0")
+    d = np.ascontiguousarray(raw[:, :2]).view("<f2").astype(np.float32)
+    q = raw[:, 2:].view(np.int8).astype(np.float32)
+    return (q * d).reshape(-1)
+    ### END SOLUTION
+
+
+# %% nbgrader={"grade": true, "grade_id": "test_q8_0", "locked": true, "points": 0, "schema_version": 3, "solution": false}
+raw = quantize_q8_0(np.array([127, 2.5, -2.5, 3.5, 0.5] + [0] * 27, np.float32))
+assert raw.dtype == np.uint8 and raw.shape == (34,)
+assert raw[:2].tolist() == [0x00, 0x3C]                                # d = 1.0 in fp16
+assert raw[2:7].view(np.int8).tolist() == [127, 3, -3, 4, 1]            # half away from zero
+assert np.allclose(dequantize_q8_0(raw)[:5], [127, 3, -3, 4, 1])
+assert quantize_q8_0(np.zeros((2, 64), np.float32)).shape == (4 * 34,)
+print("q8_0: ok")
+
+# %% nbgrader={"grade": false, "grade_id": "q4_0", "locked": false, "schema_version": 3, "solution": true}
+#| export
+def quantize_q4_0(x):
+    """GGUF Q4_0 blocks of x, byte-identical to llama.cpp's quantize_row_q4_0_ref.
+
+    TODO: for each block of 32 float32 values: m = the value with the largest |x| (keep its sign;
+    the first one on ties); d = m / -8; id = 1 / d, or 0 when d == 0; q = min(15, trunc(x * id + 8.5))
+    (float32 arithmetic; q in [0, 15] is the code offset by 8). Pack qs[j] = q[j] | q[j + 16] << 4
+    for j in 0..15. Block bytes: d as little-endian fp16, then the 16 bytes qs. Return one flat np.uint8
+    array of n_blocks * 18 bytes.
+
+    APPROACH: np.argmax(np.abs(blocks), axis=1) returns the first index on ties; np.take_along_axis
+    (or fancy indexing) picks the signed value; keep float32 throughout (np.float32(-8),
+    np.float32(8.5)); np.trunc then np.minimum(..., 15).
+
+    EXAMPLE: the block [-8, 7, 8, 1, -1, .5, -.5, 1.5, 2.5, 3] + [0] * 22 has m = -8 (first of the
+             two with |x| = 8), d = 1.0, codes - 8 = [-8, 7, 7, 1, -1, 1, 0, 2, 3, 3, 0, ...];
+             bytes: 00 3C, then 0x80 (q0 = 0, q16 = 8), 0x8F, ...
+    """
+    ### BEGIN SOLUTION
+    blocks = _gguf_blocks(x, "quantize_q4_0")
+    n_blocks = blocks.shape[0]
+    first_max = np.argmax(np.abs(blocks), axis=1)
+    m = blocks[np.arange(n_blocks), first_max]
+    d = (m / np.float32(-8)).astype(np.float32)
+    with np.errstate(divide="ignore"):
+        inv = np.where(d == 0, np.float32(0), np.float32(1) / d).astype(np.float32)
+    v = (blocks * inv[:, None]).astype(np.float32) + np.float32(8.5)
+    q = np.minimum(np.trunc(v), 15).astype(np.uint8)
+    out = np.empty((n_blocks, 2 + QK // 2), dtype=np.uint8)
+    out[:, :2] = d.astype("<f2").view(np.uint8).reshape(-1, 2)
+    out[:, 2:] = q[:, :QK // 2] | (q[:, QK // 2:] << np.uint8(4))
+    return out.reshape(-1)
+    ### END SOLUTION
+
+
+def dequantize_q4_0(data):
+    """float32 values of GGUF Q4_0 bytes: (nibble - 8) * d, element j low nibble, j + 16 high nibble.
+
+    TODO: data is np.uint8 with a multiple of 18 bytes; return n_blocks * 32 float32 values.
+    """
+    ### BEGIN SOLUTION
+    raw = _gguf_raw(data, 2 + QK // 2, "dequantize_q4_0")
+    d = np.ascontiguousarray(raw[:, :2]).view("<f2").astype(np.float32)
+    qs = raw[:, 2:]
+    codes = np.concatenate([qs & np.uint8(0x0F), qs >> np.uint8(4)], axis=1).astype(np.float32) - 8
+    return (codes * d).reshape(-1)
+    ### END SOLUTION
+
+
+# %% nbgrader={"grade": true, "grade_id": "test_q4_0", "locked": true, "points": 0, "schema_version": 3, "solution": false}
+block = np.array([-8, 7, 8, 1, -1, 0.5, -0.5, 1.5, 2.5, 3] + [0] * 22, np.float32)
+raw = quantize_q4_0(block)
+assert raw.dtype == np.uint8 and raw.shape == (18,) and raw[:2].tolist() == [0x00, 0x3C]
+codes = np.concatenate([raw[2:] & 0xF, raw[2:] >> 4]).astype(int) - 8
+assert codes[:10].tolist() == [-8, 7, 7, 1, -1, 1, 0, 2, 3, 3]            # half up; +8 clipped to 7
+assert raw[2] == 0x80                                                     # q[0] | q[16] << 4
+assert quantize_q4_0(np.zeros(32, np.float32)).tolist() == [0x00, 0x80] + [0x88] * 16   # d = -0.0
+assert np.allclose(dequantize_q4_0(raw)[:10], [-8, 7, 7, 1, -1, 1, 0, 2, 3, 3])
+print("q4_0: ok")
+
+# %% [markdown]
+# ## 4. NF4: codes at the quantiles of a normal distribution
+#
+# Trained weights are roughly normally distributed: many near zero, few large. Evenly spaced codes
+# waste levels in the sparse tails. **NF4** (NormalFloat4, from QLoRA, Dettmers et al. 2023) spaces
+# its 16 values at quantiles of $\mathcal{N}(0, 1)$, scaled into $[-1, 1]$, with an exact 0:
+# 7 negative levels, 0, and 8 positive ones. bitsandbytes' table is `NF4_CODE` below.
+#
+# Quantization is **blockwise absmax** over the *flattened* tensor, blocks of 64:
+#
+# 1. `absmax` = $\max |x|$ of the block, a float32 per block (0.5 bits per weight at block 64);
+# 2. `scaled = clip(x * (1 / absmax), -1, 1)` — multiply by the float32 reciprocal, as bitsandbytes
+#    does; an all-zero block would divide by zero, so the reciprocal uses $\max(\text{absmax}, 10^{-38})$;
+# 3. the code is the index of the **nearest** `NF4_CODE` value; a value exactly halfway between two
+#    codes takes the **lower** index (bitsandbytes compares with the float32 midpoints
+#    `(code[i] + code[i+1]) / 2` and counts the midpoints strictly below the value);
+# 4. dequantization is `NF4_CODE[index] * absmax`.
+#
+# **Packing: high nibble first.** bitsandbytes stores `byte = q[2i] << 4 | q[2i+1]`: the first
+# element in the **high** nibble, the opposite of ONNX's order (`pack_int4`). Same half-byte per
+# weight, incompatible bytes: `[1, 2]` is `0x21` in ONNX and `0x12` in bitsandbytes. A file format
+# must say which; an odd count pads the last low nibble with the code of 0.0 (index 7), as
+# bitsandbytes pads with the value 0. An all-zero block gives index 7 everywhere: bytes `0x77`.
+
+# %%
+#| export
+NF4_CODE = np.array([
+    -1.0, -0.6961928009986877, -0.5250730514526367, -0.39491748809814453, -0.28444138169288635,
+    -0.18477343022823334, -0.09105003625154495, 0.0, 0.07958029955625534, 0.16093020141124725,
+    0.24611230194568634, 0.33791524171829224, 0.44070982933044434, 0.5626170039176941,
+    0.7229568362236023, 1.0], dtype=np.float32)
+NF4_BLOCK = 64
+
+# %% nbgrader={"grade": false, "grade_id": "nf4", "locked": false, "schema_version": 3, "solution": true}
+#| export
+def quantize_nf4(w, block_size=NF4_BLOCK):
+    """bitsandbytes NF4 of w: (packed, absmax) over the flattened values, blocks of `block_size`.
+
+    TODO:
+      packed  np.uint8 of ceil(n / 2) bytes, byte i = q[2i] << 4 | q[2i+1] (HIGH nibble first);
+              an odd n pads the last low nibble with 7 (the code of 0.0)
+      absmax  np.float32 of ceil(n / block_size) values, max |x| of each block (the last may be short)
+    with q the index of the nearest NF4_CODE value to clip(x * (1 / max(absmax, 1e-38)), -1, 1),
+    ties to the lower index.
+
+    APPROACH: flatten to float32 (refuse NaN/inf: ValueError); pad with zeros to whole blocks (zeros
+    change no absmax); absmax per block; multiply by the float32 reciprocal; midpoints =
+    (NF4_CODE[:-1] + NF4_CODE[1:]) / 2 in float32; np.searchsorted(midpoints, scaled, side="left")
+    counts the midpoints strictly below each value, which is the index with ties to the lower one;
+    keep the first n indices, pad to even with 7, pack.
+
+    EXAMPLE: quantize_nf4(NF4_CODE * 3) -> packed [0x01, 0x23, 0x45, 0x67, 0x89, 0xAB, 0xCD, 0xEF],
+             absmax [3.0]
+    """
+    ### BEGIN SOLUTION
+    x = np.asarray(w, dtype=np.float32).reshape(-1)
+    bad = int(np.count_nonzero(~np.isfinite(x)))
+    if bad:
+        raise ValueError(f"quantize_nf4: {bad} of {x.size} values are NaN or inf")
+    if int(block_size) != block_size or block_size < 1:
+        raise ValueError(f"quantize_nf4: block_size must be a positive integer, got {block_size}")
+    n = x.size
+    n_blocks = -(-n // block_size)
+    blocks = np.zeros(n_blocks * block_size, dtype=np.float32)
+    blocks[:n] = x
+    blocks = blocks.reshape(n_blocks, block_size)
+    absmax = np.abs(blocks).max(axis=1) if n else np.zeros(0, np.float32)
+    inv = (np.float32(1) / np.maximum(absmax, np.float32(1e-38))).astype(np.float32)
+    scaled = np.clip(blocks * inv[:, None], np.float32(-1), np.float32(1)).reshape(-1)[:n]
+    midpoints = ((NF4_CODE[:-1] + NF4_CODE[1:]) / np.float32(2)).astype(np.float32)
+    idx = np.searchsorted(midpoints, scaled, side="left").astype(np.uint8)
+    if n % 2:
+        idx = np.append(idx, np.uint8(7))
+    packed = (idx[0::2] << np.uint8(4)) | idx[1::2]
+    return packed.astype(np.uint8), absmax.astype(np.float32)
+    ### END SOLUTION
+
+
+def dequantize_nf4(packed, absmax, shape, block_size=NF4_BLOCK):
+    """float32 array of `shape` from NF4 bytes: NF4_CODE[index] * absmax of the element's block.
+
+    TODO: n = prod(shape); indices: high nibble of byte i is element 2i, low nibble element 2i+1;
+    keep the first n; multiply each block of `block_size` by its absmax; reshape.
+    """
+    ### BEGIN SOLUTION
+    packed = np.asarray(packed, dtype=np.uint8).reshape(-1)
+    absmax = np.asarray(absmax, dtype=np.float32).reshape(-1)
+    n = int(np.prod(shape))
+    if packed.size != (n + 1) // 2 or absmax.size != -(-n // block_size):
+        raise ValueError(f"dequantize_nf4: {n} values need {(n + 1) // 2} bytes and "
+                         f"{-(-n // block_size)} absmax values, got {packed.size} and {absmax.size}")
+    idx = np.empty(2 * packed.size, dtype=np.uint8)
+    idx[0::2] = packed >> np.uint8(4)
+    idx[1::2] = packed & np.uint8(0x0F)
+    values = np.zeros(absmax.size * block_size, dtype=np.float32)
+    values[:n] = NF4_CODE[idx[:n]]
+    values = values.reshape(-1, block_size) * absmax[:, None]
+    return values.reshape(-1)[:n].reshape(shape)
+    ### END SOLUTION
+
+
+# %% nbgrader={"grade": true, "grade_id": "test_nf4", "locked": true, "points": 0, "schema_version": 3, "solution": false}
+packed, absmax = quantize_nf4(NF4_CODE * 3)
+assert packed.dtype == np.uint8 and packed.tolist() == [0x01, 0x23, 0x45, 0x67, 0x89, 0xAB, 0xCD, 0xEF]
+assert absmax.dtype == np.float32 and absmax.tolist() == [3.0]
+packed, absmax = quantize_nf4(np.zeros(64, np.float32))
+assert packed.tolist() == [0x77] * 32                                     # all-zero block
+assert np.all(dequantize_nf4(packed, absmax, (64,)) == 0)
+w = np.random.default_rng(1).normal(size=(10, 13)).astype(np.float32)    # 130 values: 3 blocks, the last short
+packed, absmax = quantize_nf4(w)
+assert packed.shape == (65,) and absmax.shape == (3,)
+w_hat = dequantize_nf4(packed, absmax, w.shape)
+assert w_hat.shape == w.shape and np.max(np.abs(w_hat - w)) <= 0.17 * absmax.max()
+print("nf4: ok")
+
+# %% [markdown]
+# ## 5. A W4A16 GEMV kernel
+#
+# The product of a packed INT4 weight $W$ ($N \times K$, symmetric codes, scales per group of $g$)
+# with a float activation vector $x$ is
+#
+# $$y_n = \sum_{k} q_{n,k}\, s_{n,\lfloor k/g \rfloor}\, x_k
+#      = \sum_{G} s_{n,G} \underbrace{\sum_{k \in G} q_{n,k}\, x_k}_{\text{one group}}$$
+#
+# The right-hand form is how to compute it: **accumulate codes times activations over a group,
+# then multiply by the group's scale once**. Dequantizing every weight first costs an extra multiply
+# per weight and, if done into an array, writes 4 bytes per weight — exactly the traffic INT4 was
+# meant to remove.
+#
+# Inside the loop, every weight costs: getting its nibble, sign-extending it, converting it to a
+# float, one fused multiply-add. With AVX2 the last three are one instruction each for 8 weights at
+# a time — *if* the compiler can vectorize the loop. Three things decide whether it can:
+#
+# 1. **Sign extension for free.** Shifting a byte left by 4 puts the low nibble in the top half;
+#    read as `int8`, that is exactly $16\,q_{lo}$ (two's complement does the sign); `byte & 0xF0`
+#    read as `int8` is $16\,q_{hi}$. So the kernel accumulates $16\,q$ and multiplies the row's sum
+#    by $1/16$ at the end — exact, since it is a power of two. Numba types most integer arithmetic
+#    as 64-bit, so writing the nibble maths with `int64` shifts and masks makes LLVM vectorize over 4
+#    lanes instead of 32; `np.int8(b << np.uint8(4))` and `np.int8(b & np.uint8(0xF0))` stay bytes.
+#    Doing this for a whole row of bytes first, into two small `int8` arrays, lets each AVX2
+#    instruction handle 32 bytes.
+# 2. **Contiguous activations.** In ONNX's layout the low nibbles pair with $x_0, x_2, x_4, \dots$ and
+#    the high nibbles with $x_1, x_3, \dots$: a stride-2 read that SIMD loads cannot do directly.
+#    Deinterleave $x$ **once per call** into `x[0::2]` and `x[1::2]` ($K$ floats, nothing next to
+#    the $N \cdot K / 2$ bytes of weights) and both reads become contiguous. GGUF's layout (element $j$
+#    with $j + g/2$) needs no copy: the halves of each group are already contiguous (`layout="split"`
+#    below). §6.4 measures all of this.
+# 3. **Indices the compiler can trust.** Numba supports negative indices, so `a[i]` with an `i` it
+#    cannot prove non-negative compiles to a check-and-wrap per element, which defeats vectorization.
+#    Loops `for j in range(n)` start at 0 and are fine; `range(start, stop)` with a computed start is
+#    not. Reshape instead: `x_lo.reshape(n_groups, g // 2)` and index `[group, j]`.
+#
+# Then parallelize over rows with `prange` (each row is independent; give each task a block of rows
+# and its own scratch arrays), and let LLVM reassociate the float sums (`fastmath={"reassoc",
+# "contract"}`) so it can keep several partial sums in vector registers. `cache=True` keeps the
+# compiled kernel between sessions.
+#
+# `layout="split"` describes packed bytes whose group $G$ stores, in byte $j$ of the group, element
+# $j$ (low nibble) and element $j + g/2$ (high nibble) — Q4_0's order, with any group size.
+
+# %% nbgrader={"grade": false, "grade_id": "gemv_w4", "locked": false, "schema_version": 3, "solution": true}
+#| export
+@njit(parallel=True, fastmath={"reassoc", "contract"}, cache=True)
+def _gemv_w4_kernel(packed, scales, x_lo, x_hi):
+    """y[n] = sum_G scales[n, G] * sum_j (lo(packed[n, G*h + j]) * x_lo[G, j] + hi(...) * x_hi[G, j]).
+
+    packed: (N, K/2) uint8, signed codes; scales: (N, n_groups) float32; x_lo, x_hi: (n_groups, h)
+    float32 contiguous, the activations paired with the low and with the high nibbles (h = g / 2).
+    Returns float32 (N,).
+    """
+    ### BEGIN SOLUTION
+    n_rows, n_bytes = packed.shape
+    n_groups, half = x_lo.shape
+    out = np.empty(n_rows, dtype=np.float32)
+    rows_per_task = 32
+    n_tasks = (n_rows + rows_per_task - 1) // rows_per_task
+    for task in prange(n_tasks):
+        lo16 = np.empty(n_bytes, dtype=np.int8)          # 16 * low code of each byte of one row
+        hi16 = np.empty(n_bytes, dtype=np.int8)          # 16 * high code
+        lo_groups = lo16.reshape(n_groups, half)
+        hi_groups = hi16.reshape(n_groups, half)
+        first = task * rows_per_task
+        for r in range(first, min(n_rows, first + rows_per_task)):
+            row = packed[r]
+            for j in range(n_bytes):                     # byte pass: 32 bytes per AVX2 instruction
+                b = row[j]
+                lo16[j] = np.int8(b << np.uint8(4))
+                hi16[j] = np.int8(b & np.uint8(0xF0))
+            acc = np.float32(0.0)
+            for grp in range(n_groups):
+                s = np.float32(0.0)
+                for j in range(half):
+                    s += np.float32(lo_groups[grp, j]) * x_lo[grp, j] + np.float32(hi_groups[grp, j]) * x_hi[grp, j]
+                acc += s * scales[r, grp]                # the group scale, once per group
+            out[r] = acc * np.float32(0.0625)            # undo the 16 of the shifted nibbles
+    return out
+    ### END SOLUTION
+
+
+def gemv_w4(packed, scales, x, group_size=128, layout="interleaved"):
+    """y = W x for INT4 weights W (symmetric codes, packed (N, K/2), scales (N, K // group_size)).
+
+    TODO: check the arguments, build the two activation arrays the kernel pairs with the low and the
+    high nibbles, and call `_gemv_w4_kernel`. Return float32 (N,), equal (up to float32 rounding) to
+    dequantize_int4_groups(packed, scales, None, group_size) @ x.
+
+    APPROACH:
+      1. packed: np.uint8 2-D; scales: float32 (N, n_groups); x: float32 (K,) with
+         K = n_groups * group_size; group_size even; packed.shape == (N, K // 2); layout one of
+         "interleaved" (ONNX / pack_int4 order) or "split" (byte j of a group: elements j and j + g/2).
+         Anything else: ValueError saying what did not match.
+      2. interleaved: x_lo = x[0::2], x_hi = x[1::2]; split: x viewed as (n_groups, 2, g/2) gives
+         x_lo = [:, 0, :] and x_hi = [:, 1, :]. Both as contiguous (n_groups, g/2) float32 arrays
+         (np.ascontiguousarray).
+      3. return _gemv_w4_kernel(packed, scales, x_lo, x_hi)
+
+    EXAMPLE: packed, s, _ = quantize_int4_groups(w, 128); gemv_w4(packed, s, x, 128)
+             ~= dequantize_int4_groups(packed, s, None, 128) @ x
+
+    HINTS (the kernel): allocate per prange task two int8 scratch rows; fill them with
+    np.int8(b << np.uint8(4)) and np.int8(b & np.uint8(0xF0)) in a flat loop over the row's bytes;
+    then for each group accumulate float32(lo) * x_lo + float32(hi) * x_hi in a float32 scalar and add
+    scale * sum to the row's total; multiply by 1/16 at the end. Reshape scratch rows to
+    (n_groups, g/2) and index [group, j] with j from range(g/2).
+    """
+    ### BEGIN SOLUTION
+    packed = np.asarray(packed)
+    scales = np.ascontiguousarray(scales, dtype=np.float32)
+    x = np.asarray(x, dtype=np.float32)
+    if packed.dtype != np.uint8 or packed.ndim != 2:
+        raise ValueError(f"gemv_w4: packed must be a 2-D np.uint8 array, got {packed.dtype} {packed.shape}")
+    if layout not in ("interleaved", "split"):
+        raise ValueError(f"gemv_w4: layout must be 'interleaved' or 'split', got {layout!r}")
+    if int(group_size) != group_size or group_size < 2 or group_size % 2:
+        raise ValueError(f"gemv_w4: group_size must be a positive even integer, got {group_size}")
+    n_rows = packed.shape[0]
+    if scales.ndim != 2 or scales.shape[0] != n_rows:
+        raise ValueError(f"gemv_w4: scales must have shape ({n_rows}, K // group_size), got {scales.shape}")
+    n_groups = scales.shape[1]
+    k = n_groups * group_size
+    if x.shape != (k,) or packed.shape[1] != k // 2:
+        raise ValueError(f"gemv_w4: {n_groups} groups of {group_size} need x of shape ({k},) and packed "
+                         f"of shape ({n_rows}, {k // 2}); got x {x.shape}, packed {packed.shape}")
+    half = group_size // 2
+    if layout == "interleaved":
+        x_lo = np.ascontiguousarray(x[0::2]).reshape(n_groups, half)
+        x_hi = np.ascontiguousarray(x[1::2]).reshape(n_groups, half)
+    else:
+        halves = x.reshape(n_groups, 2, half)
+        x_lo = np.ascontiguousarray(halves[:, 0, :])
+        x_hi = np.ascontiguousarray(halves[:, 1, :])
+    return _gemv_w4_kernel(np.ascontiguousarray(packed), scales, x_lo, x_hi)
+    ### END SOLUTION
+
+
+# %% nbgrader={"grade": true, "grade_id": "test_gemv_w4", "locked": true, "points": 0, "schema_version": 3, "solution": false}
+rng = np.random.default_rng(2)
+w = rng.normal(size=(300, 512)).astype(np.float32)
+x = rng.normal(size=512).astype(np.float32)
+packed, scale, _ = quantize_int4_groups(w, 128)
+y = gemv_w4(packed, scale, x, 128)
+reference = dequantize_int4_groups(packed, scale, None, 128).astype(np.float64) @ x.astype(np.float64)
+assert y.dtype == np.float32 and y.shape == (300,)
+assert np.allclose(y, reference, rtol=1e-4, atol=1e-4 * np.abs(reference).max())
+print("gemv_w4: ok, max |error| =", float(np.abs(y - reference).max()))
+
+# %% [markdown]
+# ## 6. Systems analysis — measured with your functions
+#
+# Everything below runs on the functions you just wrote. Re-run it after changing them.
+#
+# **How the speed figures are taken.** `tinyq.bench` times candidate and baseline in the same
+# process, interleaved, after warm-up, and takes medians. One more precaution is needed on a small
+# machine: numpy's BLAS (OpenBLAS) keeps its worker threads **spinning** for about 0.1–0.2 s after
+# each call, waiting for more work. On a 2-core machine a spinning BLAS thread takes a core from a
+# parallel Numba kernel timed right after it, and the kernel waits for its second thread (§6.3
+# shows the effect). So `speedup` below interleaves a short pause between the samples: each side is
+# timed as it runs on its own.
+
+# %%
+import time
+
+import matplotlib.pyplot as plt
+
+from tinyq import zoo
+from tinyq import nn
+from tinyq.bench import compare, time_interleaved
+from tinyq.data import load_digits
+from tinyq.quantize import QuantizedTensor, sqnr_db
+
+PAUSE_S = 0.2
+
+
+def speedup(candidate, baseline, repeats=5):
+    """baseline time / candidate time, interleaved with pauses that let BLAS threads go to sleep."""
+    pause = lambda: time.sleep(PAUSE_S)
+    t_cand, _, t_base, _ = time_interleaved([candidate, pause, baseline, pause], repeats=repeats)
+    return t_base / t_cand, t_cand, t_base
+
+
+# %% [markdown]
+# ### 6.1 What a 4096 × 4096 layer costs in each format
+#
+# Bytes are counted from the arrays each format really stores (`nbytes`): codes **and** scales,
+# zero points, absmax values. SQNR (module 15) measures the error of the dequantized weights.
+
+# %%
+rng = np.random.default_rng(0)
+N = K = 4096
+W = rng.normal(0.0, 0.02, size=(N, K)).astype(np.float32)
+
+formats = {}
+qt8 = QuantizedTensor.from_float(W, bits=8, axis=0)
+formats["INT8 per-channel"] = (qt8.nbytes, qt8.dequantize())
+p4, s4, _ = quantize_int4_groups(W, 128)
+formats["INT4 g128 symmetric"] = (p4.nbytes + s4.nbytes, dequantize_int4_groups(p4, s4, None, 128))
+pa, sa, za = quantize_int4_groups(W, 128, symmetric=False)
+formats["INT4 g128 + zero point"] = (pa.nbytes + sa.nbytes + za.nbytes, dequantize_int4_groups(pa, sa, za, 128))
+pn, an = quantize_nf4(W)
+formats["NF4 block 64"] = (pn.nbytes + an.nbytes, dequantize_nf4(pn, an, W.shape))
+q8raw = quantize_q8_0(W)
+formats["GGUF Q8_0"] = (q8raw.nbytes, dequantize_q8_0(q8raw).reshape(W.shape))
+q4raw = quantize_q4_0(W)
+formats["GGUF Q4_0"] = (q4raw.nbytes, dequantize_q4_0(q4raw).reshape(W.shape))
+
+print(f"{'format':<24} {'bytes':>12} {'bits/weight':>12} {'vs FP32':>8} {'SQNR dB':>8}")
+print(f"{'FP32':<24} {W.nbytes:>12,} {32.0:>12.3f} {1.0:>7.2f}x {'inf':>8}")
+size_rows = []
+for name, (nbytes, w_hat) in formats.items():
+    size_rows.append((name, nbytes, 8 * nbytes / W.size, W.nbytes / nbytes, sqnr_db(W, w_hat)))
+    print(f"{name:<24} {nbytes:>12,} {8 * nbytes / W.size:>12.3f} {W.nbytes / nbytes:>7.2f}x {size_rows[-1][4]:>8.2f}")
+del formats
+
+# %% [markdown]
+# The INT4 formats land at 4.25–4.5 bits per weight, not 4: the scales are a real part of the
+# file. Per-group INT4 and NF4 have similar error on Gaussian weights; NF4 puts its levels where
+# the weights are, INT4 g128 has finer groups' worth of scales. Q4_0's `d = max / -8` uses all 16
+# codes (the narrow INT4 range uses 15), which is worth a little SQNR at the same block size.
+
+# %%
+fig, ax = plt.subplots(1, 2, figsize=(10, 3))
+names = [r[0] for r in size_rows]
+ax[0].barh(["FP32"] + names, [32.0] + [r[2] for r in size_rows])
+ax[0].set_xlabel("bits per weight (codes + scales)")
+ax[1].barh(names, [r[4] for r in size_rows])
+ax[1].set_xlabel("SQNR of the dequantized weights (dB)")
+plt.tight_layout()
+
+# %% [markdown]
+# ### 6.2 The digits models with 4-bit weights
+#
+# The zoo's digits MLP and CNN get their weight matrices (conv kernels flattened to
+# $(C_{out}, C_{in} k_h k_w)$) replaced by the dequantized versions. Their layers are tiny ($K$ is
+# 9 to 512), so groups along $K$ use the largest divisor of $K$ up to 128 (the first conv, $K=9$,
+# gets one group per row); NF4 uses blocks of 64 over the flattened tensor. Biases stay FP32.
+# The sizes count the whole model: quantized weights with their scales, plus the FP32 biases.
+
+# %%
+digits = load_digits()
+
+
+def largest_group(k, limit=128):
+    return max(d for d in range(1, min(k, limit) + 1) if k % d == 0)
+
+
+def with_weights(name, method):
+    """A fresh zoo model whose weight matrices are replaced by `method(w2d)` -> (w_hat2d, nbytes)."""
+    model = zoo.load(name)
+    total = 0
+    for _, param in model.named_parameters():
+        if param.data.ndim < 2:
+            total += param.data.nbytes
+            continue
+        w2d = param.data.reshape(param.data.shape[0], -1)
+        w_hat, nbytes = method(w2d)
+        param.data = w_hat.reshape(param.data.shape).astype(np.float32)
+        total += nbytes
+    return model, total
+
+
+def fp32_method(w):
+    return w, w.nbytes
+
+
+def int8_method(w):
+    qt = QuantizedTensor.from_float(w, bits=8, axis=0)
+    return qt.dequantize(), qt.nbytes
+
+
+def int4_method(w, symmetric=True):
+    g = largest_group(w.shape[1])
+    p, s, z = quantize_int4_groups(w, g, symmetric=symmetric)
+    return dequantize_int4_groups(p, s, z, g), p.nbytes + s.nbytes + (0 if z is None else z.nbytes)
+
+
+def nf4_method(w):
+    p, a = quantize_nf4(w)
+    return dequantize_nf4(p, a, w.shape), p.nbytes + a.nbytes
+
+
+methods = {"FP32": fp32_method, "INT8 per-channel": int8_method, "INT4 groups": int4_method,
+           "INT4 groups + zp": lambda w: int4_method(w, symmetric=False), "NF4 block 64": nf4_method}
+acc_rows = []
+for model_name in ("digits_mlp", "digits_cnn"):
+    for label, method in methods.items():
+        model, nbytes = with_weights(model_name, method)
+        acc = nn.accuracy(model(digits.x_test), digits.y_test)
+        acc_rows.append((model_name, label, nbytes, acc))
+print(f"{'model':<11} {'weights':<18} {'bytes':>8} {'vs FP32':>8} {'test acc':>9}")
+for model_name, label, nbytes, acc in acc_rows:
+    fp32_bytes = next(b for m, l, b, _ in acc_rows if m == model_name and l == "FP32")
+    print(f"{model_name:<11} {label:<18} {nbytes:>8,} {fp32_bytes / nbytes:>7.2f}x {acc:>9.2%}")
+
+# %% [markdown]
+# Small models pay more for their scales than a 4096-wide layer (a group of 9 weights carries a
+# 4-byte scale) and have biases that stay FP32, so their size ratios stay well below 7.5×. The
+# accuracy column shows how much 4-bit *round-to-nearest* costs these models; module 22's GPTQ and
+# AWQ exist to shrink that gap on large models.
+
+# %% [markdown]
+# ### 6.3 Bytes moved against memory bandwidth
+#
+# A GEMV touches every weight once. FP32 moves $4NK$ bytes; the INT4 kernel moves $NK/2$ bytes of
+# codes plus $4 N K / g$ of scales: 7.5× less at $g = 128$. If both ran at the memory bandwidth,
+# INT4 would be 7.5× faster. It is not, because the INT4 kernel must *also* do work per weight
+# (extract, sign-extend, convert, multiply-add) and on a small CPU that work, not the bytes, sets
+# its time: it is **compute-bound**, while the FP32 GEMV streams 64 MiB from DRAM and is
+# memory-bound. The table shows the effective bandwidth (bytes moved / time) of each.
+
+# %%
+x_vec = rng.normal(size=K).astype(np.float32)
+gemv_int4 = lambda: gemv_w4(p4, s4, x_vec, 128)
+gemv_fp32 = lambda: W @ x_vec
+gemv_int4()                                              # compile (or load from cache)
+ratio, t_int4, t_fp32 = speedup(gemv_int4, gemv_fp32)
+bytes_fp32 = W.nbytes + x_vec.nbytes
+bytes_int4 = p4.nbytes + s4.nbytes + x_vec.nbytes
+print(f"{'GEMV 4096x4096':<16} {'time ms':>8} {'MiB moved':>10} {'GB/s':>7} {'weights/ns':>11}")
+for name, t, b in (("numpy FP32", t_fp32, bytes_fp32), ("gemv_w4 INT4", t_int4, bytes_int4)):
+    print(f"{name:<16} {t * 1e3:>8.3f} {b / 2**20:>10.1f} {b / t / 1e9:>7.1f} {N * K / t / 1e9:>11.1f}")
+print(f"speedup of gemv_w4 over numpy FP32: {ratio:.2f}x (bytes alone would allow {bytes_fp32 / bytes_int4:.1f}x)")
+plain = compare(gemv_int4, gemv_fp32)
+print(f"the same pair timed by compare() without pauses: {plain.speedup:.2f}x "
+      f"(gemv_w4 {plain.candidate_s * 1e3:.3f} ms: BLAS's spinning threads take its second core)")
+
+# %% [markdown]
+# ### 6.4 The nibble layout decides how the kernel reads $x$
+#
+# Two layouts of the same codes: ONNX's **interleaved** order (elements $2j$, $2j+1$ share byte
+# $j$) and GGUF's **split** order (byte $j$ of a group holds elements $j$ and $j + g/2$). The
+# weights cost the same bytes; what differs is which activations each nibble meets:
+#
+# * interleaved: low nibbles meet $x_0, x_2, x_4, \dots$ — a stride-2 read of $x$;
+# * split: low nibbles meet $x_0 \dots x_{g/2-1}$, high nibbles $x_{g/2} \dots x_{g-1}$ — two
+#   contiguous reads, exactly what a SIMD load wants.
+#
+# The first experiment isolates that read: the same dot products of int8 codes with $x$ (no nibbles,
+# no scales, one thread), once reading $x$ with stride 2 and once reading two contiguous halves.
+# The second runs your kernel on both layouts: since `gemv_w4` deinterleaves $x$ once per call
+# (16 KiB for $K = 4096$), it runs the interleaved layout as fast as the split one.
+
+# %%
+@njit(fastmath={"reassoc", "contract"}, cache=True)
+def dot_pairs_strided(codes_a, codes_b, x):
+    """sum_j a[j] * x[2j] + b[j] * x[2j+1] for every row: the interleaved pairing, read in place."""
+    out = np.empty(codes_a.shape[0], dtype=np.float32)
+    x_pairs = x.reshape(-1, 2)
+    for r in range(codes_a.shape[0]):
+        total = np.float32(0.0)
+        for j in range(codes_a.shape[1]):
+            total += np.float32(codes_a[r, j]) * x_pairs[j, 0] + np.float32(codes_b[r, j]) * x_pairs[j, 1]
+        out[r] = total
+    return out
+
+
+@njit(fastmath={"reassoc", "contract"}, cache=True)
+def dot_pairs_halves(codes_a, codes_b, x):
+    """sum_j a[j] * x[j] + b[j] * x[h + j] for every row: the split pairing, two contiguous reads."""
+    out = np.empty(codes_a.shape[0], dtype=np.float32)
+    x_halves = x.reshape(2, -1)
+    for r in range(codes_a.shape[0]):
+        total = np.float32(0.0)
+        for j in range(codes_a.shape[1]):
+            total += np.float32(codes_a[r, j]) * x_halves[0, j] + np.float32(codes_b[r, j]) * x_halves[1, j]
+        out[r] = total
+    return out
+
+
+def to_split_layout(packed, k, group_size):
+    """Re-pack interleaved (ONNX) INT4 rows so that byte j of each group holds elements j and j + g/2."""
+    codes = unpack_int4(packed, k)
+    n_rows, half = codes.shape[0], group_size // 2
+    pairs = codes.reshape(n_rows, k // group_size, 2, half).transpose(0, 1, 3, 2)
+    return pack_int4(pairs.reshape(n_rows, k))
+
+
+rows = 1024
+codes = unpack_int4(p4[:rows], K)
+codes_a, codes_b = np.ascontiguousarray(codes[:, 0::2]), np.ascontiguousarray(codes[:, 1::2])
+x_split_order = np.concatenate([x_vec[0::2], x_vec[1::2]])
+for f in (dot_pairs_strided, dot_pairs_halves):
+    f(codes_a, codes_b, x_vec)
+assert np.allclose(dot_pairs_strided(codes_a, codes_b, x_vec), dot_pairs_halves(codes_a, codes_b, x_split_order),
+                   rtol=1e-4, atol=1e-2)
+r_dot = compare(lambda: dot_pairs_strided(codes_a, codes_b, x_vec),
+                lambda: dot_pairs_halves(codes_a, codes_b, x_split_order))
+p4_split = to_split_layout(p4, K, 128)
+assert np.allclose(gemv_w4(p4_split, s4, x_vec, 128, layout="split"), gemv_w4(p4, s4, x_vec, 128), rtol=1e-4, atol=1e-5)
+r_layout = compare(lambda: gemv_w4(p4, s4, x_vec, 128, layout="interleaved"),
+                   lambda: gemv_w4(p4_split, s4, x_vec, 128, layout="split"))
+t_deint = compare(lambda: (np.ascontiguousarray(x_vec[0::2]), np.ascontiguousarray(x_vec[1::2])), lambda: None)
+layout_rows = [
+    ("dot, x read with stride 2 (interleaved)", r_dot.candidate_s * 1e3),
+    ("dot, x read as two halves (split)", r_dot.baseline_s * 1e3),
+    ("gemv_w4, interleaved + deinterleave x", r_layout.candidate_s * 1e3),
+    ("gemv_w4, split layout", r_layout.baseline_s * 1e3),
+]
+print(f"{'kernel (' + str(rows) + ' rows for dot, 4096 for gemv)':<44} {'ms':>8}")
+for label, ms in layout_rows:
+    print(f"{label:<44} {ms:>8.3f}")
+print(f"strided read costs {r_dot.slowdown:.1f}x; deinterleaving x once costs {t_deint.candidate_s * 1e6:.1f} us per call")
+plt.figure(figsize=(7, 2.6))
+plt.barh([r[0] for r in layout_rows], [r[1] for r in layout_rows])
+plt.xlabel("ms per call (median)")
+plt.tight_layout()
+
+# %% [markdown]
+# The strided read is several times slower although it does the same arithmetic: LLVM cannot load
+# 8 consecutive-but-every-other floats in one instruction, so it gathers or shuffles them. That is
+# why llama.cpp's Q4_0 splits a block into halves — its SIMD code reads $x$ (quantized to Q8_0
+# blocks) with plain loads — and why ONNX-ordered INT4 needs a repacking step or, as here, a
+# one-time deinterleave of the activations. With the deinterleave both layouts run alike.
+#
+# ### 6.5 When does INT4 pay off?
+#
+# The speedup depends on where the FP32 weights live. A 1024 × 1024 FP32 matrix (4 MiB) sits in
+# this machine's caches and BLAS reads it much faster than from DRAM; from 2048 × 2048 (16 MiB)
+# on, FP32 streams from memory and the 7.5× fewer bytes of INT4 start to count.
+
+# %%
+sizes = (1024, 2048, 4096)
+speedups = []
+for n in sizes:
+    w_n = rng.normal(0.0, 0.02, size=(n, n)).astype(np.float32)
+    x_n = rng.normal(size=n).astype(np.float32)
+    p_n, s_n, _ = quantize_int4_groups(w_n, 128)
+    speedups.append(speedup(lambda: gemv_w4(p_n, s_n, x_n, 128), lambda: w_n @ x_n, repeats=3)[0])
+for n, s in zip(sizes, speedups):
+    print(f"{n:>5} x {n:<5} FP32 {4 * n * n / 2**20:6.1f} MiB  gemv_w4 speedup {s:5.2f}x")
+plt.figure(figsize=(5, 3))
+plt.bar([f"{n}x{n}" for n in sizes], speedups)
+plt.axhline(1.0, color="k", lw=0.8)
+plt.ylabel("speedup over numpy FP32 GEMV")
+plt.tight_layout()
+
+# %% [markdown]
+# ## What you built
+# * `pack_int4` / `unpack_int4`: two codes per byte in ONNX's order, signed or unsigned, odd lengths;
+# * `quantize_int4_groups` / `dequantize_int4_groups`: INT4 weights with a scale (and zero point) per
+#   group of 128, at 4.25 bits per weight;
+# * `quantize_q8_0`, `quantize_q4_0` and their inverses: llama.cpp's blocks, byte for byte;
+# * `quantize_nf4` / `dequantize_nf4`: bitsandbytes' NF4 with its high-nibble-first packing;
+# * `gemv_w4`: a W4A16 GEMV that keeps scales out of the inner loop and reads $x$ contiguously.
+#
+# **What the measurements say.** On a 2-core AVX2 machine the INT4 GEMV is limited by the
+# instructions it needs per weight, not by the 7.5× fewer bytes it reads: it beats numpy's FP32
+# GEMV by roughly 2–3× at 4096 × 4096, where bytes alone would allow 7.5×. GPUs (the CuPy kernel of
+# this module's GPU part) and CPUs with more cores per memory channel move that balance back towards
+# the bytes. Next: module 22 makes 4-bit weights *accurate* (GPTQ, AWQ).

@@ -1,0 +1,79 @@
+"""Helpers of module 21's tests (public)."""
+import importlib
+import time
+
+import numpy as np
+
+# what an exercise of module 21 may call besides itself: other exercises and module 16's group_qparams
+SUPPORT = ("group_qparams", "pack_int4", "unpack_int4")
+
+
+def oracle():
+    """The instructor's oracle module, or None in the student flavour."""
+    try:
+        return importlib.import_module("_21_hidden_oracle")
+    except ModuleNotFoundError:
+        return None
+
+
+def isolate(monkeypatch, *keep):
+    """Grade one exercise on its own: replace what it calls (the packing exercises, module 16's
+    group_qparams) by the instructor's oracle, so one bug costs the points of one exercise only.
+
+    The oracle is instructor-only; in the student flavour this does nothing and the learner's own
+    functions are used throughout.
+    """
+    ref = oracle()
+    if ref is None:
+        return
+    import tinyq.int4 as module
+    for name in SUPPORT:
+        if name not in keep:
+            monkeypatch.setattr(module, name, getattr(ref, name))
+
+
+def packer():
+    """pack_int4 to build test data: the oracle's where it exists, else the learner's own."""
+    ref = oracle()
+    if ref is not None:
+        return ref.pack_int4
+    from tinyq.int4 import pack_int4
+    return pack_int4
+
+
+def unpacker():
+    """unpack_int4 to read results: the oracle's where it exists, else the learner's own."""
+    ref = oracle()
+    if ref is not None:
+        return ref.unpack_int4
+    from tinyq.int4 import unpack_int4
+    return unpack_int4
+
+
+def random_int4_weights(rng, n, k, group_size):
+    """Signed codes (n, k) in [-7, 7], float32 scales (n, k // group_size) and the float64 weights."""
+    codes = rng.integers(-7, 8, size=(n, k)).astype(np.int8)
+    scales = rng.uniform(0.001, 0.05, size=(n, k // group_size)).astype(np.float32)
+    w64 = (codes.astype(np.float64).reshape(n, k // group_size, group_size)
+           * scales.astype(np.float64)[..., None]).reshape(n, k)
+    return codes, scales, w64
+
+
+def split_order(codes, group_size):
+    """Reorder codes (n, k) so that packing them in ONNX order gives the split layout:
+    byte j of each group holds elements j (low nibble) and j + group_size/2 (high nibble)."""
+    n, k = codes.shape
+    half = group_size // 2
+    return codes.reshape(n, k // group_size, 2, half).transpose(0, 1, 3, 2).reshape(n, k)
+
+
+def speedup_with_pauses(candidate, baseline, repeats=7, pause_s=0.2):
+    """baseline / candidate median time with tinyq.bench.time_interleaved, pausing between samples.
+
+    OpenBLAS's worker threads spin for ~0.1-0.2 s after every call; on a 2-core machine they take a
+    core from a parallel kernel timed right after, so each sample is preceded by a pause.
+    """
+    from tinyq.bench import time_interleaved
+    pause = lambda: time.sleep(pause_s)
+    t_cand, _, t_base, _ = time_interleaved([candidate, pause, baseline, pause], repeats=repeats)
+    return t_base / t_cand
