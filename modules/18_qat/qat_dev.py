@@ -772,6 +772,19 @@ def prepare_qat(model, weight_bits=8, act_bits=8, per_channel=True, lsq=False):
     ### END SOLUTION
 
 
+# %% nbgrader={"grade": true, "grade_id": "test_prepare_qat", "locked": true, "points": 0, "schema_version": 3, "solution": false}
+from tinyq import zoo
+from tinyq.data import load_digits
+
+digits = load_digits()
+fp32 = zoo.load("digits_cnn")
+_q = prepare_qat(fp32, weight_bits=4)
+print(_q.conv1)
+assert isinstance(_q.conv1, QATLayer) and isinstance(fp32.conv1, nn.Conv2d), "a prepared copy; the original stays"
+assert (_q.conv1.weight_fq.qmin, _q.conv1.weight_fq.qmax) == (-7, 7) and _q.conv1.weight_fq.axis == 0
+assert (_q.fc2.out_fq.qmin, _q.fc2.out_fq.qmax) == (-128, 127) and _q.training
+
+
 # %% nbgrader={"grade": false, "grade_id": "convert_qat", "locked": false, "schema_version": 3, "solution": true}
 #| export
 def convert_qat(model):
@@ -799,6 +812,18 @@ def convert_qat(model):
         q.set_submodule(name, new)
     return q
     ### END SOLUTION
+
+
+# %% nbgrader={"grade": true, "grade_id": "test_convert_qat", "locked": true, "points": 0, "schema_version": 3, "solution": false}
+for _xb, _ in digits.batches("calib", 50):
+    _q(_xb)                                          # training mode: every quantizer observes
+_q.eval()
+_int = convert_qat(_q)
+assert isinstance(_int.conv1, QuantizedLayer) and _int.conv1.w_q.dtype == np.int8
+assert np.abs(_int.conv1.w_q).max() <= 7 and isinstance(_q.conv1, QATLayer)
+_agree = np.mean(_int(digits.x_test).argmax(axis=1) == _q(digits.x_test).argmax(axis=1))
+print(f"the integer model and the QAT model agree on {_agree:.1%} of the test images")
+assert _agree > 0.99
 
 
 # %% [markdown]
@@ -870,14 +895,8 @@ def train_qat(model, x, y, epochs=3, lr=1e-4, batch_size=32, seed=0, freeze_obse
     ### END SOLUTION
 
 
-# %% nbgrader={"grade": true, "grade_id": "test_prepare_convert_train", "locked": true, "points": 0, "schema_version": 3, "solution": false}
-from tinyq import zoo
-from tinyq.data import load_digits
-
-digits = load_digits()
-fp32 = zoo.load("digits_cnn")
+# %% nbgrader={"grade": true, "grade_id": "test_train_qat", "locked": true, "points": 0, "schema_version": 3, "solution": false}
 _q = prepare_qat(fp32, weight_bits=8, act_bits=8)
-assert isinstance(_q.conv1, QATLayer) and isinstance(fp32.conv1, nn.Conv2d)
 print(_q.fc1)
 _hist = train_qat(_q, digits.x_calib, digits.y_calib, epochs=1, batch_size=50,
                   eval_fn=lambda m: nn.accuracy(m(digits.x_test), digits.y_test), eval_every=2)
@@ -950,7 +969,7 @@ for _name, _grad in [("clipped STE", fake_quantize_grad),
         _w = _w - 0.05 * _grad(_w, 2 * _err, 0.1, 0, -7, 7)
         _path.append((float(np.mean(_err ** 2)), float(np.abs(_w).max())))
     _drift[_name] = np.array(_path)
-    print(f"{_name:12s}: final loss {_path[-1][0]:.4f}, largest |w| {_path[-1][1]:.2f} (range ends at 0.7)")
+    print(f"{_name:12s}: final loss {_path[-1][0]:.4f}, largest |w| {_path[-1][1]:.2f} (the last code is 0.7)")
 fig, ax = plt.subplots(1, 2, figsize=(10, 3))
 for _name, _p in _drift.items():
     ax[0].plot(_p[:, 0], label=_name)
