@@ -463,7 +463,8 @@ print(f"lsq_grad: dS = {_gs:.8f}, dZ = {_gz:.8f}")
 #   (`channels`); the *value* is set by the first training-mode forward pass.
 # * **Initialisation.** The paper sets $s = 2\,\mathrm{mean}|v|/\sqrt{Q_p}$ (`init="lsq"`). When we
 #   fine-tune a pretrained model it is more natural to start from the range PTQ would pick, a min/max
-#   observer on the first batch (`init="minmax"`, the default): QAT then starts exactly where PTQ ends.
+#   observer on the first batch (`init="minmax"`, the default): QAT then starts from (nearly) the
+#   qparams PTQ would use.
 #   That also fixes the zero point of an asymmetric quantizer; it stays fixed afterwards (the code of
 #   the real value 0 is $z$ whatever the step size, so a fixed $z$ stays valid while $s$ learns).
 # * **The step size must stay positive**: clamp it to at least $10^{-8}$ before using it.
