@@ -1,10 +1,9 @@
 """Helpers of module 18's tests (public)."""
-import importlib
-
 import numpy as np
 
 from tinyq import zoo
 from tinyq.data import load_digits
+from tito import testkit
 
 # What each exercise defines in tinyq.qat.
 EXERCISES = {
@@ -28,26 +27,15 @@ RECIPE = dict(epochs=3, lr=1e-4, batch_size=32, seed=0)
 
 def oracle():
     """The instructor's oracle module, or None in the student flavour."""
-    try:
-        return importlib.import_module("_18_hidden_oracle")
-    except ModuleNotFoundError:
-        return None
+    return testkit.load_oracle("_18_hidden_oracle")
 
 
 def isolate(monkeypatch, keep):
-    """Grade exercise `keep` on its own: every other exercise of tinyq.qat, and what it uses from
-    modules 15-17, is replaced by the instructor's oracle. Does nothing in the student flavour (the
-    oracle is not shipped): there the learner's own code is used throughout."""
-    orc = oracle()
-    if orc is None:
-        return
-    import tinyq.qat as qat
-    for exercise, names in EXERCISES.items():
-        if exercise != keep:
-            for name in names:
-                monkeypatch.setattr(qat, name, getattr(orc, name))
-    for name in PREREQUISITES:
-        monkeypatch.setattr(qat, name, getattr(orc, name), raising=False)
+    """Grade exercise `keep` on its own (see tito.testkit.isolate): every other exercise of tinyq.qat,
+    and what it uses from modules 15-17, is replaced by the instructor's oracle. Does nothing in the
+    student flavour (the oracle is not shipped): there the learner's own code is used throughout."""
+    names = [n for exercise, group in EXERCISES.items() if exercise != keep for n in group]
+    testkit.isolate(monkeypatch, "tinyq.qat", "_18_hidden_oracle", names, optional=PREREQUISITES)
 
 
 def m15():
