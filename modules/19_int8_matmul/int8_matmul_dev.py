@@ -44,8 +44,6 @@
 
 # %%
 #| export
-import math
-
 import numpy as np
 from numba import njit, prange
 
@@ -722,9 +720,9 @@ print("quantized_linear: ok")
 # %% [markdown]
 # ## 6. Systems analysis — measured with your kernels
 #
-# Everything below runs your functions and times them with `tinyq.bench` (same process, interleaved
-# with the baseline, after warm-up, median of several runs). The numbers are from *your* machine:
-# another CPU, or a busy one, gives other numbers, and the text explains what to expect and why.
+# Everything below runs your functions and times them with `tinyq.bench`: same process, interleaved
+# with the baseline, after warm-up, median of several runs. The numbers come from *your* machine.
+# Another CPU, or a busy one, gives other numbers. The text explains what to expect and why.
 
 # %%
 import contextlib
@@ -736,23 +734,33 @@ import llvmlite.binding as llvm
 import matplotlib.pyplot as plt
 import numba
 
-from tinyq.bench import compare, time_interleaved
+from tinyq.bench import Comparison, compare, time_interleaved
 
 rng = np.random.default_rng(19)
 features = llvm.get_host_cpu_features()
 cpu_flags = {f: bool(features.get(f, False)) for f in ("avx2", "fma", "avx512bw", "avx512vnni", "avxvnni")}
-print("CPU (as LLVM sees it):", llvm.get_host_cpu_name(), "| threads:", numba.get_num_threads())
+print("CPU (as LLVM sees it):", llvm.get_host_cpu_name(), "| Numba threads:", numba.get_num_threads())
 print("instruction sets:", ", ".join(f"{k}={'yes' if v else 'no'}" for k, v in cpu_flags.items()))
+
+
+def settled_compare(candidate, baseline, repeats=5, settle_s=0.2):
+    """tinyq.bench.time_interleaved with a pause before every sample, so that neither side runs
+    while the other one's worker threads are still spinning (section 6.2)."""
+    pause = lambda: time.sleep(settle_s)
+    t_c, _, t_b, _ = time_interleaved([candidate, pause, baseline, pause], repeats=repeats)
+    return Comparison(candidate_s=t_c, baseline_s=t_b)
+
 
 # %% [markdown]
 # ### 6.1 Your machine's two roofs
 #
-# A kernel's speed is capped by two limits: how fast the cores compute (flop/s) and how fast memory
-# delivers bytes (B/s). The ratio a kernel needs, flops per byte it reads, is its **arithmetic
-# intensity**. The *roofline* says the attainable rate is $\min(\text{peak flop/s},\ \text{intensity} \times \text{bandwidth})$.
-# Two numpy calls measure both roofs. A big float32 GEMM (intensity in the hundreds) gives the compute
-# roof. A float32 GEMV on a matrix much larger than the caches gives the bandwidth roof, because it
-# does nothing but stream the matrix.
+# Two limits cap a kernel's speed: how fast the cores compute (flop/s) and how fast memory
+# delivers bytes (B/s). The flops a kernel does per byte it reads is its **arithmetic intensity**,
+# and the *roofline* says the attainable rate is
+# $\min(\text{peak flop/s},\ \text{intensity} \times \text{bandwidth})$.
+# Two numpy calls measure both roofs. A big float32 GEMM, with an intensity in the hundreds, gives
+# the compute roof. A float32 GEMV on a matrix much larger than the caches gives the bandwidth roof,
+# because all it does is stream the matrix.
 
 # %%
 n_big = 1024
@@ -772,13 +780,44 @@ print(f"bandwidth roof: numpy SGEMV {n_gemv}^2 reads {w_f.nbytes / 2**20:.0f} Mi
 print(f"ridge point   : {peak_gflops / bandwidth:.1f} flop/byte (below it a kernel is memory-bound)")
 
 # %% [markdown]
-# ### 6.2 GEMV: int8 weights against float32, across sizes
+# ### 6.2 A trap when you time against numpy: threads that keep spinning
+#
+# numpy's BLAS (OpenBLAS) runs a large GEMM or GEMV on worker threads. When a call returns, those
+# threads do not go to sleep. They **busy-wait** for the next call for a while. The timeout is set by
+# the environment variable `OPENBLAS_THREAD_TIMEOUT`, and by default it is of the order of 0.1 s.
+# A Numba kernel that starts right after a numpy call therefore shares a core with a spinning thread.
+# `compare` interleaves candidate and baseline, so every candidate sample starts right after a
+# baseline sample. Measure the same kernel three ways:
+
+# %%
+a8 = rng.integers(-128, 128, size=(n_big, n_big), dtype=np.int8)
+w8 = rng.integers(-127, 128, size=(n_big, n_big), dtype=np.int8)
+a8f, w8f = a8.astype(np.float32), w8.astype(np.float32)
+t_alone = time_interleaved([lambda: gemm_int8(a8, w8)], repeats=5)[0]
+plain = compare(lambda: gemm_int8(a8, w8), lambda: a8f @ w8f.T, repeats=5)
+settled = settled_compare(lambda: gemm_int8(a8, w8), lambda: a8f @ w8f.T)
+print(f"gemm_int8 {n_big}^3 timed alone               : {t_alone * 1e3:6.2f} ms")
+print(f"  interleaved right after numpy (compare) : {plain.candidate_s * 1e3:6.2f} ms -> {plain.speedup:.2f}x numpy")
+print(f"  with a {0.2:.1f} s pause before each sample : {settled.candidate_s * 1e3:6.2f} ms -> {settled.speedup:.2f}x numpy")
+
+# %% [markdown]
+# On a 2-core machine the middle line can be twice as slow as the others. The kernel is the same;
+# it just had half a machine. So every comparison below uses `settled_compare`: the same
+# `time_interleaved`, with a pause before each sample so both sides start on quiet cores. A real
+# program that calls numpy and Numba kernels in turn *does* pay this price. That is one more reason
+# to keep a hot loop in one runtime, or to shorten the spin (`OPENBLAS_THREAD_TIMEOUT=4`, set
+# before numpy is imported). It is also a reason to distrust any single speedup number until you
+# know what else was running.
+
+# %% [markdown]
+# ### 6.3 GEMV: int8 weights against float32, across sizes
 #
 # Your `gemv_w8` reads 1 byte per weight where numpy reads 4. If both ran at the bandwidth roof, int8
-# would be 4x faster. Two things get in the way. Converting each code to float costs instructions.
-# And at small sizes both matrices fit in cache, where the bandwidth is much higher and the work per
-# call is tiny. Watch also where the *float32* matrix stops fitting in the last-level cache while the
-# int8 one still fits: the ratio can then go beyond 4x. That is a cache effect, not magic.
+# would be 4x faster. Two things get in the way. Converting each code to float costs instructions,
+# and at small sizes both matrices fit in cache, where the bandwidth is much higher and each call
+# does very little work. Also watch for the size at which the *float32* matrix no longer fits in the
+# last-level cache while the int8 one still does. The ratio can then go beyond 4x. That is a cache
+# effect, not magic.
 
 # %%
 gemv_rows = []
@@ -787,7 +826,7 @@ for n in (512, 1024, 2048, 4096):
     xf = rng.standard_normal(n, dtype=np.float32)
     scale = (np.abs(wf).max(axis=1) / 127).astype(np.float32)
     wq = np.clip(np.rint(wf / scale[:, None]), -127, 127).astype(np.int8)
-    r = compare(lambda: gemv_w8(wq, scale, xf), lambda: wf @ xf, repeats=7)
+    r = settled_compare(lambda: gemv_w8(wq, scale, xf), lambda: wf @ xf)
     gemv_rows.append((n, wf.nbytes, wq.nbytes, r.baseline_s, r.candidate_s, r.speedup))
 print(f"{'N=K':>6} {'fp32 MiB':>9} {'int8 MiB':>9} {'numpy ms':>9} {'gemv_w8 ms':>11} {'speedup':>8} {'int8 GB/s':>10}")
 for n, fb, qb, tb, tc, sp in gemv_rows:
@@ -795,25 +834,25 @@ for n, fb, qb, tb, tc, sp in gemv_rows:
 gemv_speedup_4096 = gemv_rows[-1][-1]
 
 # %% [markdown]
-# ### 6.3 GEMM: int8 against float32 — where int8 does *not* win
+# ### 6.4 GEMM: int8 against float32 — where int8 does *not* win
 #
-# Now the honest part. A 1024³ GEMM does 2.1 GFLOP on 3 MiB of float32 operands: its intensity is far
-# above the ridge point, so it is **compute-bound**, and fewer bytes buy almost nothing. What counts is
-# multiply-adds per instruction, and that is decided by the instruction set:
+# Now the honest part. A 1024³ GEMM does 2.1 GFLOP on 8 MiB of float32 operands. Its intensity is
+# far above the ridge point, so it is **compute-bound**, and reading fewer bytes buys almost
+# nothing. What counts is multiply-adds per instruction, and the instruction set decides that:
 #
 # | instruction | ISA | multiply-adds per 256-bit instruction | notes |
 # |---|---|---|---|
 # | `vfmadd231ps` | AVX2/FMA | 8 (fp32) | numpy's SGEMM, 2 per cycle on most cores |
-# | `vpmulld` + `vpaddd` | AVX2 | 8 (int32), in 2 instructions | what your blocked kernel compiles to |
+# | `vpmulld` + `vpaddd` | AVX2 | 8 (int32), in 2 instructions | what a blocked Numba kernel compiles to |
 # | `vpmaddwd` | AVX2 | 16 (int16 pairs into int32) | needs int16 pairs side by side |
 # | `vpmaddubsw` | AVX2 | 32 (u8 x s8 into **saturating** int16) | fast but not exact (see ORT's bug in the reference) |
 # | `vpdpbusd` | AVX-VNNI / AVX512-VNNI | 32 (u8 x s8 into int32) | the int8 dot-product instruction, one uop |
 #
 # Without VNNI, an exact int8 GEMM on AVX2 can at best match float32 in multiply-adds per
-# instruction. Your kernel also spends instructions widening int8 to int32. Expect roughly parity
-# with numpy's highly tuned SGEMM, not the 4x of the GEMV. With VNNI (recent Intel, AMD Zen 4 and
-# later) the same problem gets about 4x the multiply-adds per instruction. That is why int8 GEMM
-# speedups quoted for servers depend so much on the CPU generation.
+# instruction, and your kernel also spends instructions widening int8 to int32. Expect roughly
+# parity with numpy's highly tuned SGEMM, not the 4x of the GEMV. With VNNI (recent Intel, AMD Zen 4
+# and later) the same problem gets about 4x the multiply-adds per instruction. That is why quoted
+# int8 GEMM speedups depend so much on the CPU generation.
 
 # %%
 gemm_rows = []
@@ -822,7 +861,7 @@ for m, n, k in ((256, 256, 256), (512, 512, 512), (1024, 1024, 1024), (64, 4096,
     wq = rng.integers(-127, 128, size=(n, k), dtype=np.int8)
     af = aq.astype(np.float32)
     wf = wq.astype(np.float32)
-    r = compare(lambda: gemm_int8(aq, wq), lambda: af @ wf.T, repeats=5)
+    r = settled_compare(lambda: gemm_int8(aq, wq), lambda: af @ wf.T)
     gemm_rows.append(((m, n, k), r.baseline_s, r.candidate_s, r.speedup))
 print(f"{'M x N x K':>18} {'numpy fp32 ms':>14} {'gemm_int8 ms':>13} {'speedup':>8} {'int8 GOP/s':>11}")
 for (m, n, k), tb, tc, sp in gemm_rows:
@@ -830,11 +869,11 @@ for (m, n, k), tb, tc, sp in gemm_rows:
 gemm_speedup_1024 = gemm_rows[2][-1]
 
 # %% [markdown]
-# The table shows where each side wins. The last row is a "fat GEMV" ($M = 64$ tokens against a
-# $4096 \times 1024$ weight). There the weights are read once for only 64 uses, so bytes matter again
-# and int8 does comparatively better. The roofline below puts every kernel you timed on one picture.
-# The x axis is flops per byte of operands read (weights + inputs + outputs, each read or written once).
-# The y axis is achieved GFLOP/s (for int8, GOP/s).
+# The last row is a "fat GEMV": $M = 64$ tokens against a $4096 \times 1024$ weight. The weights are
+# read once for only 64 uses, so bytes matter again. The roofline below puts every kernel you timed
+# on one picture. On the x axis is flops per byte, counting the weights, the inputs and the output
+# as each crossing the memory bus once. On the y axis is the achieved rate in GFLOP/s (for int8,
+# GOP/s). Points under the slanted line are limited by memory, points under the flat line by compute.
 
 # %%
 def intensity(m, n, k, a_bytes, w_bytes, c_bytes):
@@ -843,32 +882,37 @@ def intensity(m, n, k, a_bytes, w_bytes, c_bytes):
 
 
 gemv_flops = 2 * n_gemv**2
-points = [("fp32 GEMV", intensity(1, n_gemv, n_gemv, 4, 4, 4), gemv_flops / t_sgemv / 1e9),
+points = [("fp32 GEMV", intensity(1, n_gemv, n_gemv, 4, 4, 4), gemv_flops / gemv_rows[-1][3] / 1e9),
           ("int8 GEMV (gemv_w8)", intensity(1, n_gemv, n_gemv, 4, 1, 4), gemv_flops / gemv_rows[-1][4] / 1e9)]
 for (m, n, k), tb, tc, sp in gemm_rows:
     points.append((f"fp32 {m}x{n}x{k}", intensity(m, n, k, 4, 4, 4), 2 * m * n * k / tb / 1e9))
     points.append((f"int8 {m}x{n}x{k}", intensity(m, n, k, 1, 1, 4), 2 * m * n * k / tc / 1e9))
 ai = np.logspace(-1, 3, 200)
 plt.figure(figsize=(7, 4))
-plt.loglog(ai, np.minimum(peak_gflops, ai * bandwidth), "k-", lw=2, label="roofline (numpy-measured)")
+plt.loglog(ai, np.minimum(peak_gflops, ai * bandwidth), "k-", lw=2, label="roofline (measured with numpy)")
 for label, x_ai, gf in points:
-    marker = "o" if label.startswith("fp32") else "s"
-    colour = "tab:blue" if label.startswith("fp32") else "tab:red"
-    plt.loglog([x_ai], [gf], marker, color=colour)
+    fp32 = label.startswith("fp32")
+    plt.loglog([x_ai], [gf], "o" if fp32 else "s", color="tab:blue" if fp32 else "tab:red")
     plt.annotate(label, (x_ai, gf), fontsize=7, xytext=(4, -10), textcoords="offset points")
 plt.xlabel("arithmetic intensity (flop per byte moved)")
 plt.ylabel("GFLOP/s (int8: GOP/s)")
-plt.title("Roofline of this machine, with your kernels (red) and numpy fp32 (blue)")
+plt.title("Roofline of this machine: your kernels (red), numpy fp32 (blue)")
 plt.legend(loc="lower right"); plt.grid(True, which="both", alpha=0.3); plt.tight_layout()
 
 # %% [markdown]
-# ### 6.4 What the zero-point correction costs
+# The int8 GEMV usually lands *above* the DRAM roofline. That is not an error: its 16 MiB of weights
+# fit in a large last-level cache, so it streams from cache, not from DRAM. The float32 matrix, at
+# 64 MiB, does not fit. Try `n_gemv = 8192` (256 MiB in float32) to see both come from DRAM.
+
+# %% [markdown]
+# ### 6.5 What the zero-point correction costs
 #
-# The correction $-z_a c_n$ is $O(MN)$ work on top of the GEMM's $O(MNK)$. The weight sums $c_n$ are
-# $O(NK)$. That is negligible for a big batch, but for $M = 1$ (decoding one token) it is as much
-# work as the GEMV itself. Hence: **precompute the sums once per layer.** The table times
-# `gemm_int8` alone, `gemm_int8_zp` with the sums given, and `gemm_int8_zp` recomputing them on every
-# call.
+# The correction $-z_a c_n$ is $O(MN)$ work on top of the GEMM's $O(MNK)$, and computing the weight
+# sums $c_n$ is $O(NK)$. For a big batch both are negligible. For $M = 1$ (decoding one token),
+# computing the sums costs as much as the GEMV itself. Hence: **precompute the sums once per layer.**
+# The table times `gemm_int8` alone, `gemm_int8_zp` with the sums given, and `gemm_int8_zp`
+# recomputing them on every call. All three are Numba or numpy-reduction code, so no BLAS threads
+# are involved and plain `time_interleaved` is fair.
 
 # %%
 zp_rows = []
@@ -879,16 +923,20 @@ for m, n, k in ((1, 4096, 4096), (16, 2048, 2048), (256, 1024, 1024)):
     t_plain, t_pre, t_fly = time_interleaved([lambda: gemm_int8(aq, wq), lambda: gemm_int8_zp(aq, 7, wq, cs),
                                               lambda: gemm_int8_zp(aq, 7, wq)], repeats=5)
     zp_rows.append(((m, n, k), t_plain, t_pre, t_fly))
-print(f"{'M x N x K':>16} {'gemm_int8 ms':>13} {'zp, sums given':>15} {'zp, sums per call':>18}")
+print(f"{'M x N x K':>16} {'gemm_int8 ms':>13} {'zp, sums given':>18} {'zp, sums per call':>19}")
 for (m, n, k), t0, t1, t2 in zp_rows:
     print(f"{f'{m}x{n}x{k}':>16} {t0 * 1e3:13.3f} {t1 * 1e3:10.3f} ({t1 / t0:4.2f}x) {t2 * 1e3:11.3f} ({t2 / t0:4.2f}x)")
 
 # %% [markdown]
-# ### 6.5 Fixed point against float rounding, and the whole layer
+# ### 6.6 Fixed point against float rounding, and the whole layer
 #
-# How often does gemmlowp's doubly-rounded result differ from $\mathrm{round}(acc \cdot M)$ computed in
-# float64? Count it on a million random accumulators. Then time the whole int8 layer against
-# float32 `x @ w.T + b` at a prefill-like shape, and check it against float arithmetic.
+# How often does gemmlowp's doubly rounded result differ from $\mathrm{round}(acc \cdot M)$ computed
+# in float64? Count it on a million random accumulators. Then time the whole int8 layer against
+# float32 `x @ w.T + b` at a prefill-like shape, and check it against float arithmetic. Expect the
+# layer to be *slower* than float32 on an AVX2 machine. Its GEMM at best ties SGEMM (6.4), and the
+# layer adds a requantization pass over the outputs and the weight sums. In a real engine you would
+# compute the sums and multipliers once, when the layer is built, and fuse requantization into the
+# GEMM's final loop so the int32 accumulators never go back to memory.
 
 # %%
 acc_samples = rng.integers(-2**24, 2**24, size=1_000_000).astype(np.int32)
@@ -910,14 +958,14 @@ bias = rng.integers(-5000, 5000, size=n_out).astype(np.int32)
 x_fl = ((x_q.astype(np.float32) - x_zp) * x_scale).astype(np.float32)
 w_dq = (w_q.astype(np.float32) * w_scale[:, None]).astype(np.float32)
 b_fl = (bias * x_scale * w_scale).astype(np.float32)
-layer = compare(lambda: quantized_linear(x_q, x_scale, x_zp, w_q, w_scale, bias, out_scale, out_zp),
-                lambda: x_fl @ w_dq.T + b_fl, repeats=5)
+layer = settled_compare(lambda: quantized_linear(x_q, x_scale, x_zp, w_q, w_scale, bias, out_scale, out_zp),
+                        lambda: x_fl @ w_dq.T + b_fl)
 y_q = quantized_linear(x_q, x_scale, x_zp, w_q, w_scale, bias, out_scale, out_zp)
 y_ref = np.clip(np.round((x_fl.astype(np.float64) @ w_dq.T.astype(np.float64) + b_fl) / out_scale) + out_zp, -128, 127)
 lsb = np.abs(y_q.astype(np.int64) - y_ref)
 print(f"quantized_linear {m_tok}x{k_in} -> {n_out}: {layer.candidate_s * 1e3:.2f} ms vs float32 "
       f"{layer.baseline_s * 1e3:.2f} ms ({layer.speedup:.2f}x); outputs within {lsb.max():.0f} LSB of float, "
-      f"{np.mean(lsb == 0) * 100:.1f}% identical")
+      f"{np.mean(lsb == 0) * 100:.2f}% identical")
 fig, ax = plt.subplots(1, 2, figsize=(8, 2.8))
 ax[0].hist(diff, bins=np.arange(-2.5, 3), rwidth=0.8)
 ax[0].set_yscale("log"); ax[0].set_title("fixed point - float rounding"); ax[0].set_xlabel("LSB")
@@ -926,15 +974,18 @@ ax[1].bar(["GEMV 4096²", "GEMM 1024³", "int8 layer"], [gemv_speedup_4096, gemm
 ax[1].axhline(1.0, color="k", lw=1); ax[1].set_ylabel("speedup vs numpy fp32"); plt.tight_layout()
 
 # %% [markdown]
-# ### 6.6 The kernel path: what LLVM actually built
+# ### 6.7 The kernel path: what LLVM actually built
 #
-# Do not guess which instructions your kernel uses. Numba will show you. `kernel.inspect_asm()`
-# returns the x86 assembly of every compiled signature. Count the instructions that matter: the
-# register width (`ymm` = 256-bit AVX2, `xmm` = 128-bit, `zmm` = AVX-512), the int8 widening
-# (`vpmovsxbd`: 8 int8 to 8 int32; `vpmovsxbw`: 16 int8 to 16 int16), the multiplies (`vpmulld`,
-# `vpmaddwd`, `vpdpbusd`) and, in the GEMV, the float conversion and FMA (`vcvtdq2ps`,
-# `vfmadd231ps`). `parallel_diagnostics()` tells you which loops `prange` turned into parallel
-# work. The counts are static (instructions in the code, not executed), but they show the path.
+# Do not guess which instructions your kernel uses; Numba will show you. `kernel.inspect_asm()`
+# returns the x86 assembly of every signature the kernel was compiled for. Count the instructions
+# that matter:
+# * register width: `ymm` is 256-bit AVX2, `xmm` 128-bit, `zmm` AVX-512;
+# * int8 widening: `vpmovsxbd` turns 8 int8 into 8 int32, `vpmovsxbw` 16 int8 into 16 int16;
+# * multiplies: `vpmulld`, `vpmaddwd`, `vpdpbusd`;
+# * in the GEMV, the float conversion and FMA: `vcvtdq2ps`, `vfmadd231ps`.
+#
+# `parallel_diagnostics()` tells you which loops `prange` turned into parallel work. The counts are
+# static (instructions present in the code, not instructions executed), but they show the path.
 
 # %%
 ASM_PATTERNS = {"ymm": r"%ymm\d", "xmm": r"%xmm\d", "zmm": r"%zmm\d", "vpmovsxbd": r"\bvpmovsxbd\b",
@@ -949,39 +1000,62 @@ def asm_profile(kernel):
     return {name: len(re.findall(pattern, text)) for name, pattern in ASM_PATTERNS.items()}
 
 
+def hot_loop(kernel, mnemonic):
+    """The loop (label ... backward jump) of the assembly with the most `mnemonic` instructions."""
+    lines = "\n".join(kernel.inspect_asm().values()).splitlines()
+    labels = {ln.strip()[:-1]: i for i, ln in enumerate(lines) if re.match(r"^\.LBB\S+:$", ln.strip())}
+    best = None
+    for i, ln in enumerate(lines):
+        jump = re.match(r"^\s+j\w+\s+(\.LBB\S+)$", ln)
+        if jump and jump.group(1) in labels and labels[jump.group(1)] < i:
+            body = lines[labels[jump.group(1)]:i + 1]
+            count = sum(mnemonic in b for b in body)
+            if count and (best is None or (count, -len(body)) > (sum(mnemonic in b for b in best), -len(best))):
+                best = body
+    return best or []
+
+
 profiles = {"_gemv_w8_kernel": asm_profile(_gemv_w8_kernel), "_gemm_int8_kernel": asm_profile(_gemm_int8_kernel),
             "_requantize_kernel": asm_profile(_requantize_kernel)}
 names = list(next(iter(profiles.values())))
-print(f"{'kernel':>20} " + " ".join(f"{n:>11}" for n in names))
+print(f"{'kernel':>20} " + " ".join(f"{n:>10}" for n in names))
 for kernel_name, prof in profiles.items():
-    print(f"{kernel_name:>20} " + " ".join(f"{prof[n]:>11}" for n in names))
+    print(f"{kernel_name:>20} " + " ".join(f"{prof[n]:>10}" for n in names))
+
+loop = hot_loop(_gemm_int8_kernel, "vpmulld")
+print(f"\nthe multiply loop of _gemm_int8_kernel ({len(loop)} lines):")
+print("\n".join(loop))
 
 buffer = io.StringIO()
 with contextlib.redirect_stdout(buffer):
     _gemm_int8_kernel.parallel_diagnostics(level=1)
-lines = [ln for ln in buffer.getvalue().splitlines() if re.search(r"prange|parallel loop|Loop #|fused", ln)]
-print("\nparallel diagnostics of _gemm_int8_kernel (excerpt):")
+lines = [ln for ln in buffer.getvalue().splitlines() if re.search(r"prange", ln)]
+print("\nparallel diagnostics of _gemm_int8_kernel (the loops turned into parallel work):")
 print("\n".join(lines[:12]))
 
 # %% [markdown]
 # How to read it, for the reference solution on an AVX2 machine without VNNI (yours may differ):
 #
-# * The GEMV kernel is all `ymm`: `vpmovsxbd` widens 8 codes, `vcvtdq2ps` makes them floats, and
-#   `vfmadd231ps` accumulates. That is 3 instructions per 8 weights, far fewer than the memory
-#   system needs to deliver them, so the GEMV stays memory-bound, as it should.
-# * The GEMM kernel's hot loop is `vpmovsxbd` and `vpmulld` on `ymm`: 8 int32 multiply-adds per
-#   multiply, the same lane count as `vfmadd231ps`. It has no `vpmaddwd`. LLVM forms `vpmaddwd` from a
-#   plain loop only when each widened operand feeds a *single* multiply. Register blocking reuses
-#   every widened operand 2 or 4 times, so LLVM keeps `vpmulld` (a one-row dot product gets
-#   `vpmaddwd`, but on 128-bit `xmm`, and runs slower). So on this hardware an int8 GEMM written in
-#   Numba can reach about float32's speed but cannot beat it by much. Beating it needs
-#   `vpmaddubsw`/`vpdpbusd`, i.e. intrinsics (C, or LLVM intrinsics through `numba.extending`) or a
-#   CPU with VNNI. The reference reached about 1x numpy's SGEMM at 1024³ (your table above has the
-#   number for your machine).
-# * If you see `xmm` where you expected `ymm`, or no `vpmulld` at all but `vpmuldq` (int64), look
-#   for an int64 that crept in: a missing `np.int32(...)` around the accumulation.
+# * The GEMV kernel runs entirely on `ymm` registers. `vpmovsxbd` widens 8 codes, `vcvtdq2ps` turns
+#   them into floats and `vfmadd231ps` accumulates: 3 instructions per 8 weights. That is less work
+#   than the memory system needs to deliver those 8 bytes, so the GEMV stays memory-bound, as it
+#   should.
+# * The GEMM's multiply loop (printed above) is 6 `vpmovsxbd` (4 rows of A and 2 rows of W, 8 values
+#   each), 8 `vpmulld` and 8 `vpaddd`: the 4 x 2 tile, 8 lanes of $k$ at a time. That is 8 int32
+#   multiply-adds per multiply, the same lane count as `vfmadd231ps`, and it comes with extra
+#   widening instructions. The few `vpmaddwd` in the profile belong to `_dot_i8`, which handles the
+#   leftover rows and columns. LLVM forms `vpmaddwd` from a plain loop only when each widened operand
+#   feeds a *single* multiply. Register blocking reuses every widened value 2 or 4 times, so the hot
+#   loop keeps `vpmulld`. On this hardware, then, an int8 GEMM written in Numba can reach roughly
+#   float32's speed but not much more (compare your table in 6.4). Going beyond it takes
+#   `vpmaddubsw`/`vpdpbusd`, either through intrinsics (C, or LLVM intrinsics via
+#   `numba.extending`) or on a CPU with VNNI.
+# * If you see `xmm` where you expected `ymm`, or `vpmuldq`/`vpmuludq` (64-bit products) instead of
+#   `vpmulld`, an int64 has crept in: look for a missing `np.int32(...)` around the accumulation.
 #
-# **Summary.** int8 wins where bytes dominate: the GEMV, which has the LLM decode shape, runs about 3x
-# faster with 4x smaller weights, and it does so on any CPU. int8 matches float32 where compute
-# dominates and the CPU lacks an int8 dot-product instruction: the big GEMM. The fixed-point
-# requantization costs one pass over the outputs and makes the layer's result bit-exact with TFLite.
+# **Summary.** int8 wins where bytes dominate. The GEMV, which is the LLM decode shape, runs several
+# times faster with 4x smaller weights, on any CPU. int8 roughly matches float32 where compute
+# dominates and the CPU lacks an int8 dot-product instruction, as in the big GEMM. Requantizing in
+# fixed point costs one pass over the outputs and makes the layer bit-exact with TFLite. Finally,
+# the way you time changes the answer. Threads left spinning by one library can halve the speed of
+# the next one, so look at what else is running before you believe a speedup.

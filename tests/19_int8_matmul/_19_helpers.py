@@ -60,6 +60,32 @@ def gemv_reference_and_bound(w_q, w_scale, x):
     return ref, bound
 
 
+def settled_compare(candidate, baseline, repeats=7, settle_s=0.2):
+    """tinyq.bench's interleaved timing with a pause before every sample.
+
+    numpy's OpenBLAS keeps its worker threads busy-waiting for new work for about 0.1 s after each
+    call (OPENBLAS_THREAD_TIMEOUT). `compare` starts every candidate sample right after a baseline
+    sample, so a multi-threaded Numba kernel would share a core with a spinning BLAS thread and
+    measure up to 2x slow. A 0.2 s pause before each sample lets both sides start on idle cores.
+    """
+    from tinyq.bench import Comparison, time_interleaved
+    pause = lambda: time.sleep(settle_s)
+    t_c, _, t_b, _ = time_interleaved([candidate, pause, baseline, pause], repeats=repeats)
+    return Comparison(candidate_s=t_c, baseline_s=t_b)
+
+
+def peak_traced_bytes(fn):
+    """Peak memory that numpy (and Python) allocate while fn runs, via tracemalloc. Call fn once
+    before, so JIT compilation is not counted. Numba-internal allocations are not traced."""
+    import tracemalloc
+    tracemalloc.start()
+    try:
+        fn()
+        return tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()
+
+
 def fails_fast(fn, limit_s, what):
     """Call fn twice (the first call compiles) and fail the test with a clear message if the second
     call takes longer than limit_s: keeps a pure-Python loop from hanging the perf test at full size."""

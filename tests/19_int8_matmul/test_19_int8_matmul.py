@@ -3,7 +3,8 @@ import numpy as np
 import pytest
 
 import tinyq.int8_matmul as tq
-from _19_helpers import fails_fast, gemv_reference_and_bound, int_matmul, isolate, random_int8
+from _19_helpers import (fails_fast, gemv_reference_and_bound, int_matmul, isolate, peak_traced_bytes, random_int8,
+                         settled_compare)
 
 
 @pytest.fixture
@@ -59,9 +60,9 @@ def test_gemv_rejects_bad_inputs(only):
 @pytest.mark.perf
 @pytest.mark.points(4, exercise="gemv_w8")
 def test_gemv_speed_vs_numpy_float32(perf, only):
-    """4096 x 4096: numpy's float32 GEMV reads 64 MiB of weights, an int8 kernel 16 MiB."""
+    """4096 x 4096: numpy's float32 GEMV reads 64 MiB of weights, an int8 kernel 16 MiB (the
+    reference: 3-5x). Dequantizing to float32 and calling numpy reaches about 0.2x."""
     only("gemv_w8")
-    from tinyq.bench import compare
     rng = np.random.default_rng(3)
     small_w, small_x = random_int8(rng, (256, 256)), rng.standard_normal(256).astype(np.float32)
     fails_fast(lambda: tq.gemv_w8(small_w, np.float32(0.01), small_x), 0.05, "gemv_w8 at 256 x 256")
@@ -72,7 +73,7 @@ def test_gemv_speed_vs_numpy_float32(perf, only):
     x = rng.standard_normal(n).astype(np.float32)
     ref, bound = gemv_reference_and_bound(w_q, scale, x)
     assert np.all(np.abs(tq.gemv_w8(w_q, scale, x) - ref) <= bound)
-    result = compare(lambda: tq.gemv_w8(w_q, scale, x), lambda: w @ x, repeats=9)
+    result = settled_compare(lambda: tq.gemv_w8(w_q, scale, x), lambda: w @ x, repeats=9)
     print(f"gemv_w8 {n}x{n}: {result}")
     perf.record(result.speedup, bar=1.5, floor=1.0)
 
@@ -117,10 +118,12 @@ def test_gemm_enforces_the_k_bound(only):
 @pytest.mark.perf
 @pytest.mark.points(4, exercise="gemm_int8")
 def test_gemm_speed_vs_numpy_sgemm(perf, only):
-    """1024^3 against numpy's float32 SGEMM. The floor is above what a float64 BLAS matmul in
-    disguise reaches (DGEMM runs at half SGEMM's rate), a float32 one fails the exactness tests."""
+    """1024^3 against numpy's float32 SGEMM. On AVX2 without VNNI an exact int8 GEMM can at best
+    about match SGEMM, hence the low bar. The reference reaches 0.65-0.9x on a 2-core Zen 3, and a
+    kernel that computes one dot product at a time about 0.4x. A float matmul in disguise fails the
+    memory check (float copies of the operands) before it is timed, and a float32 one also fails
+    the exactness tests."""
     only("gemm_int8")
-    from tinyq.bench import compare
     rng = np.random.default_rng(5)
     small = random_int8(rng, (64, 64))
     fails_fast(lambda: tq.gemm_int8(small, small), 0.05, "gemm_int8 at 64 x 64 x 64")
@@ -128,10 +131,15 @@ def test_gemm_speed_vs_numpy_sgemm(perf, only):
     a = random_int8(rng, (n, n))
     w = random_int8(rng, (n, n), -127, 127)
     assert np.array_equal(tq.gemm_int8(a, w), int_matmul(a, w))
+    # no float copies of the operands: the output (4 MiB) plus at most int16 copies of both inputs
+    peak = peak_traced_bytes(lambda: tq.gemm_int8(a, w))
+    limit = 4 * n * n + 2 * (a.size + w.size) + (1 << 20)
+    assert peak <= limit, (f"gemm_int8 allocated {peak / 2**20:.1f} MiB at {n}^3 (limit {limit / 2**20:.1f} MiB): "
+                           "does it convert the operands to float?")
     a_f, w_f = a.astype(np.float32), w.astype(np.float32)
-    result = compare(lambda: tq.gemm_int8(a, w), lambda: a_f @ w_f.T, repeats=7)
+    result = settled_compare(lambda: tq.gemm_int8(a, w), lambda: a_f @ w_f.T, repeats=7)
     print(f"gemm_int8 {n}^3: {result}")
-    perf.record(result.speedup, bar=0.9, floor=0.65)
+    perf.record(result.speedup, bar=0.6, floor=0.4)
 
 
 # ---------------------------------------------------------------- gemm_int8_zp (4 of 7 points)
