@@ -986,12 +986,24 @@ ax[1].axhline(1.0, color="k", lw=1); ax[1].set_ylabel("speedup vs numpy fp32"); 
 #
 # `parallel_diagnostics()` tells you which loops `prange` turned into parallel work. The counts are
 # static (instructions present in the code, not instructions executed), but they show the path.
+# One catch: a kernel that `cache=True` loaded from disk carries machine code only, with no assembly
+# text and no diagnostics. So the cell compiles a fresh, uncached copy of each kernel for the same
+# argument types and inspects that copy.
 
 # %%
 ASM_PATTERNS = {"ymm": r"%ymm\d", "xmm": r"%xmm\d", "zmm": r"%zmm\d", "vpmovsxbd": r"\bvpmovsxbd\b",
                 "vpmovsxbw": r"\bvpmovsxbw\b", "vpmulld": r"\bvpmulld\b", "vpmaddwd": r"\bvpmaddwd\b",
                 "vpmaddubsw": r"\bvpmaddubsw\b", "vpdpbusd": r"\bvpdpbusd\b", "vcvtdq2ps": r"\bvcvtdq2ps\b",
                 "vfmadd*ps": r"\bvfmadd\d+ps\b"}
+
+
+def fresh_copy(kernel):
+    """An uncached copy of a Numba kernel, compiled for the argument types the kernel has seen."""
+    options = {k: v for k, v in kernel.targetoptions.items() if k != "cache"}  # a cached copy would load again
+    copy = numba.njit(**options)(kernel.py_func)
+    for signature in kernel.signatures:
+        copy.compile(signature)
+    return copy
 
 
 def asm_profile(kernel):
@@ -1015,20 +1027,22 @@ def hot_loop(kernel, mnemonic):
     return best or []
 
 
-profiles = {"_gemv_w8_kernel": asm_profile(_gemv_w8_kernel), "_gemm_int8_kernel": asm_profile(_gemm_int8_kernel),
-            "_requantize_kernel": asm_profile(_requantize_kernel)}
+kernels = {name: fresh_copy(k) for name, k in (("_gemv_w8_kernel", _gemv_w8_kernel),
+                                               ("_gemm_int8_kernel", _gemm_int8_kernel),
+                                               ("_requantize_kernel", _requantize_kernel))}
+profiles = {name: asm_profile(k) for name, k in kernels.items()}
 names = list(next(iter(profiles.values())))
 print(f"{'kernel':>20} " + " ".join(f"{n:>10}" for n in names))
 for kernel_name, prof in profiles.items():
     print(f"{kernel_name:>20} " + " ".join(f"{prof[n]:>10}" for n in names))
 
-loop = hot_loop(_gemm_int8_kernel, "vpmulld")
+loop = hot_loop(kernels["_gemm_int8_kernel"], "vpmulld")
 print(f"\nthe multiply loop of _gemm_int8_kernel ({len(loop)} lines):")
 print("\n".join(loop))
 
 buffer = io.StringIO()
 with contextlib.redirect_stdout(buffer):
-    _gemm_int8_kernel.parallel_diagnostics(level=1)
+    kernels["_gemm_int8_kernel"].parallel_diagnostics(level=1)
 lines = [ln for ln in buffer.getvalue().splitlines() if re.search(r"prange", ln)]
 print("\nparallel diagnostics of _gemm_int8_kernel (the loops turned into parallel work):")
 print("\n".join(lines[:12]))
