@@ -728,13 +728,12 @@ print("quantized_linear: ok")
 import contextlib
 import io
 import re
-import time
 
 import llvmlite.binding as llvm
 import matplotlib.pyplot as plt
 import numba
 
-from tinyq.bench import Comparison, compare, time_interleaved
+from tinyq.bench import compare, time_interleaved
 
 rng = np.random.default_rng(19)
 features = llvm.get_host_cpu_features()
@@ -743,12 +742,7 @@ print("CPU (as LLVM sees it):", llvm.get_host_cpu_name(), "| Numba threads:", nu
 print("instruction sets:", ", ".join(f"{k}={'yes' if v else 'no'}" for k, v in cpu_flags.items()))
 
 
-def settled_compare(candidate, baseline, repeats=5, settle_s=0.2):
-    """tinyq.bench.time_interleaved with a pause before every sample, so that neither side runs
-    while the other one's worker threads are still spinning (section 6.2)."""
-    pause = lambda: time.sleep(settle_s)
-    t_c, _, t_b, _ = time_interleaved([candidate, pause, baseline, pause], repeats=repeats)
-    return Comparison(candidate_s=t_c, baseline_s=t_b)
+SETTLE_S = 0.2   # pause before every timed sample when numpy's BLAS is involved (section 6.2)
 
 
 # %% [markdown]
@@ -795,15 +789,15 @@ w8 = rng.integers(-127, 128, size=(n_big, n_big), dtype=np.int8)
 a8f, w8f = a8.astype(np.float32), w8.astype(np.float32)
 t_alone = time_interleaved([lambda: gemm_int8(a8, w8)], repeats=5)[0]
 plain = compare(lambda: gemm_int8(a8, w8), lambda: a8f @ w8f.T, repeats=5)
-settled = settled_compare(lambda: gemm_int8(a8, w8), lambda: a8f @ w8f.T)
+settled = compare(lambda: gemm_int8(a8, w8), lambda: a8f @ w8f.T, repeats=5, settle_s=SETTLE_S)
 print(f"gemm_int8 {n_big}^3 timed alone               : {t_alone * 1e3:6.2f} ms")
 print(f"  interleaved right after numpy (compare) : {plain.candidate_s * 1e3:6.2f} ms -> {plain.speedup:.2f}x numpy")
-print(f"  with a {0.2:.1f} s pause before each sample : {settled.candidate_s * 1e3:6.2f} ms -> {settled.speedup:.2f}x numpy")
+print(f"  with a {SETTLE_S:.1f} s pause before each sample : {settled.candidate_s * 1e3:6.2f} ms -> {settled.speedup:.2f}x numpy")
 
 # %% [markdown]
 # On a 2-core machine the middle line can be twice as slow as the others. The kernel is the same;
-# it just had half a machine. So every comparison below uses `settled_compare`: the same
-# `time_interleaved`, with a pause before each sample so both sides start on quiet cores. A real
+# it just had half a machine. So every comparison below uses `compare(..., settle_s=SETTLE_S)`: the
+# same interleaved timing, with a pause before each sample so both sides start on quiet cores. A real
 # program that calls numpy and Numba kernels in turn *does* pay this price. That is one more reason
 # to keep a hot loop in one runtime, or to shorten the spin (`OPENBLAS_THREAD_TIMEOUT=4`, set
 # before numpy is imported). It is also a reason to distrust any single speedup number until you
@@ -826,7 +820,7 @@ for n in (512, 1024, 2048, 4096):
     xf = rng.standard_normal(n, dtype=np.float32)
     scale = (np.abs(wf).max(axis=1) / 127).astype(np.float32)
     wq = np.clip(np.rint(wf / scale[:, None]), -127, 127).astype(np.int8)
-    r = settled_compare(lambda: gemv_w8(wq, scale, xf), lambda: wf @ xf)
+    r = compare(lambda: gemv_w8(wq, scale, xf), lambda: wf @ xf, repeats=5, settle_s=SETTLE_S)
     gemv_rows.append((n, wf.nbytes, wq.nbytes, r.baseline_s, r.candidate_s, r.speedup))
 print(f"{'N=K':>6} {'fp32 MiB':>9} {'int8 MiB':>9} {'numpy ms':>9} {'gemv_w8 ms':>11} {'speedup':>8} {'int8 GB/s':>10}")
 for n, fb, qb, tb, tc, sp in gemv_rows:
@@ -861,7 +855,7 @@ for m, n, k in ((256, 256, 256), (512, 512, 512), (1024, 1024, 1024), (64, 4096,
     wq = rng.integers(-127, 128, size=(n, k), dtype=np.int8)
     af = aq.astype(np.float32)
     wf = wq.astype(np.float32)
-    r = settled_compare(lambda: gemm_int8(aq, wq), lambda: af @ wf.T)
+    r = compare(lambda: gemm_int8(aq, wq), lambda: af @ wf.T, repeats=5, settle_s=SETTLE_S)
     gemm_rows.append(((m, n, k), r.baseline_s, r.candidate_s, r.speedup))
 print(f"{'M x N x K':>18} {'numpy fp32 ms':>14} {'gemm_int8 ms':>13} {'speedup':>8} {'int8 GOP/s':>11}")
 for (m, n, k), tb, tc, sp in gemm_rows:
@@ -958,8 +952,8 @@ bias = rng.integers(-5000, 5000, size=n_out).astype(np.int32)
 x_fl = ((x_q.astype(np.float32) - x_zp) * x_scale).astype(np.float32)
 w_dq = (w_q.astype(np.float32) * w_scale[:, None]).astype(np.float32)
 b_fl = (bias * x_scale * w_scale).astype(np.float32)
-layer = settled_compare(lambda: quantized_linear(x_q, x_scale, x_zp, w_q, w_scale, bias, out_scale, out_zp),
-                        lambda: x_fl @ w_dq.T + b_fl)
+layer = compare(lambda: quantized_linear(x_q, x_scale, x_zp, w_q, w_scale, bias, out_scale, out_zp),
+                lambda: x_fl @ w_dq.T + b_fl, repeats=5, settle_s=SETTLE_S)
 y_q = quantized_linear(x_q, x_scale, x_zp, w_q, w_scale, bias, out_scale, out_zp)
 y_ref = np.clip(np.round((x_fl.astype(np.float64) @ w_dq.T.astype(np.float64) + b_fl) / out_scale) + out_zp, -128, 127)
 lsb = np.abs(y_q.astype(np.int64) - y_ref)

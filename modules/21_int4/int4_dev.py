@@ -757,13 +757,11 @@ print("gemv_w4: ok, max |error| =", float(np.abs(y - reference).max()))
 # timed as it runs on its own.
 
 # %%
-import time
-
 import matplotlib.pyplot as plt
 
 from tinyq import zoo
 from tinyq import nn
-from tinyq.bench import compare, time_interleaved
+from tinyq.bench import compare
 from tinyq.data import load_digits
 from tinyq.quantize import QuantizedTensor, sqnr_db
 
@@ -772,9 +770,8 @@ PAUSE_S = 0.2
 
 def speedup(candidate, baseline, repeats=5):
     """baseline time / candidate time, interleaved with pauses that let BLAS threads go to sleep."""
-    pause = lambda: time.sleep(PAUSE_S)
-    t_cand, _, t_base, _ = time_interleaved([candidate, pause, baseline, pause], repeats=repeats)
-    return t_base / t_cand, t_cand, t_base
+    r = compare(candidate, baseline, repeats=repeats, settle_s=PAUSE_S)
+    return r.speedup, r.candidate_s, r.baseline_s
 
 
 # %% [markdown]

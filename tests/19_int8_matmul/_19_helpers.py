@@ -52,46 +52,6 @@ def gemv_reference_and_bound(w_q, w_scale, x):
     return ref, bound
 
 
-def settled_compare(candidate, baseline, repeats=7, settle_s=0.2):
-    """tinyq.bench's interleaved timing with a pause before every sample.
-
-    numpy's OpenBLAS keeps its worker threads busy-waiting for new work for about 0.1 s after each
-    call (OPENBLAS_THREAD_TIMEOUT). `compare` starts every candidate sample right after a baseline
-    sample, so a multi-threaded Numba kernel would share a core with a spinning BLAS thread and
-    measure up to 2x slow. A 0.2 s pause before each sample lets both sides start on idle cores.
-    """
-    from tinyq.bench import Comparison, time_interleaved
-    pause = lambda: time.sleep(settle_s)
-    t_c, _, t_b, _ = time_interleaved([candidate, pause, baseline, pause], repeats=repeats)
-    return Comparison(candidate_s=t_c, baseline_s=t_b)
-
-
-def best_speedup(candidate, baseline, bar, attempts=2, threads=(2, 1)):
-    """The best `settled_compare` speedup over a few attempts, each at every thread count in
-    `threads`, with the candidate (Numba) and the baseline (numpy's BLAS) always given the SAME
-    number of threads. Stops as soon as `bar` is reached.
-
-    Why: on a busy 2-core machine, a fork-join kernel on 2 threads waits for a whole scheduler time
-    slice whenever another process holds one core, and the measured ratio is then mostly noise;
-    one thread each is the fair comparison there.
-    """
-    import numba
-    from threadpoolctl import threadpool_limits
-    best = 0.0
-    saved = numba.get_num_threads()
-    try:
-        for _ in range(attempts):
-            for n in threads:
-                numba.set_num_threads(min(n, numba.config.NUMBA_NUM_THREADS))
-                with threadpool_limits(limits=n, user_api="blas"):
-                    best = max(best, settled_compare(candidate, baseline, repeats=5).speedup)
-                if best >= bar:
-                    return best
-    finally:
-        numba.set_num_threads(saved)
-    return best
-
-
 def peak_traced_bytes(fn):
     """Peak memory that numpy (and Python) allocate while fn runs, via tracemalloc. Call fn once
     before, so JIT compilation is not counted. Numba-internal allocations are not traced."""

@@ -3,13 +3,14 @@ import numpy as np
 import pytest
 
 import tinyq.int8_matmul as tq
-from _19_helpers import (best_speedup, fails_fast, gemv_reference_and_bound, int_matmul, isolate, peak_traced_bytes,
+from tinyq.bench import best_speedup
+from _19_helpers import (fails_fast, gemv_reference_and_bound, int_matmul, isolate, peak_traced_bytes,
                          random_int8)
 
 
 # Speed bars. Each measurement is tinyq.bench's interleaved timing with a pause before every sample
 # (numpy's BLAS threads keep spinning after a call), best of a few attempts at 2 and at 1 threads,
-# with the same thread count on both sides: see _19_helpers.best_speedup.
+# with the same thread count on both sides: see tinyq.bench.best_speedup.
 GEMV_BAR = 1.5
 GEMM_BAR = 0.6
 

@@ -1,6 +1,4 @@
 """Helpers of module 21's tests (public)."""
-import time
-
 import numpy as np
 
 from tito import testkit
@@ -59,40 +57,3 @@ def split_order(codes, group_size):
     n, k = codes.shape
     half = group_size // 2
     return codes.reshape(n, k // group_size, 2, half).transpose(0, 1, 3, 2).reshape(n, k)
-
-
-def speedup_with_pauses(candidate, baseline, repeats=5, pause_s=0.15):
-    """baseline / candidate median time with tinyq.bench.time_interleaved, pausing between samples.
-
-    OpenBLAS's worker threads spin for ~0.1-0.2 s after every call; on a 2-core machine they take a
-    core from a parallel kernel timed right after, so each sample is preceded by a pause.
-    """
-    from tinyq.bench import time_interleaved
-    pause = lambda: time.sleep(pause_s)
-    t_cand, _, t_base, _ = time_interleaved([candidate, pause, baseline, pause], repeats=repeats)
-    return t_base / t_cand
-
-
-def best_speedup(candidate, baseline, bar, attempts=4, threads=(2, 1)):
-    """The best `speedup_with_pauses` over a few attempts, each at every thread count in `threads`;
-    candidate (Numba) and baseline (numpy's BLAS) always get the SAME number of threads.
-
-    Why: a GEMV on 2 threads is a fork-join; when another process holds one of the 2 cores, both
-    kernels wait for a whole scheduler time slice (~4 ms) per call and any ratio collapses to ~1.
-    One thread each is then the fair comparison. Stops as soon as `bar` is reached.
-    """
-    import numba
-    from threadpoolctl import threadpool_limits
-    best = 0.0
-    saved = numba.get_num_threads()
-    try:
-        for _ in range(attempts):
-            for n in threads:
-                numba.set_num_threads(min(n, numba.config.NUMBA_NUM_THREADS))
-                with threadpool_limits(limits=n, user_api="blas"):
-                    best = max(best, speedup_with_pauses(candidate, baseline))
-                if best >= bar:
-                    return best
-    finally:
-        numba.set_num_threads(saved)
-    return best
