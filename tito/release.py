@@ -20,7 +20,8 @@ from .registry import Module, all_modules
 from .source import solution_regions, student_text
 
 MANIFEST = ".tinyq-release.json"
-TOP_LEVEL = ("pyproject.toml", "README.md", "LEARNING_PATH.md", "docs", "tito", "tinyq", "modules", "tests")
+TOP_LEVEL = ("pyproject.toml", "README.md", "LEARNING_PATH.md", "docs", "tito", "tinyq", "modules", "tests",
+             "benchmarks")
 SKIP_TESTS = ("tooling", "notebooks")            # instructor-side checks of this repository itself
 IGNORE = shutil.ignore_patterns("__pycache__", "*.pyc", "*.ipynb", ".ipynb_checkpoints", "*.egg-info")
 MIN_LEAK_CHARS = 40                                # a shorter line alone is not evidence
