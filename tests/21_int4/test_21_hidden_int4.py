@@ -116,50 +116,48 @@ def test_dequantize_groups_random(only):
         assert np.all(np.abs(w_hat - w).reshape(8, 3, 2, 64) <= scale[..., None] / 2 * 1.0001 + 1e-7)
 
 
-# ---------------------------------------------------------------- q8_0 (3 points)
-@pytest.mark.points(2, exercise="q8_0")
-def test_q8_0_bytes_match_gguf():
+def assert_bytes_match_gguf(kind, quantize_ours, block_bytes):
+    """Our bytes for GGUF type `kind` equal gguf-py's on two random tensors, byte for byte."""
     qtype, quantize, _ = gguf_quants()
     for seed in (0, 1):
         x = gguf_test_data(seed)
-        expect = quantize(x, qtype.Q8_0).reshape(-1)
-        got = t4.quantize_q8_0(x)
+        expect = quantize(x, getattr(qtype, kind)).reshape(-1)
+        got = quantize_ours(x)
         assert got.dtype == np.uint8 and got.shape == expect.shape
         bad = np.flatnonzero(got != expect)
-        assert bad.size == 0, f"{bad.size} bytes differ from gguf-py, first in block {bad[0] // 34}"
+        assert bad.size == 0, f"{bad.size} bytes differ from gguf-py, first in block {bad[0] // block_bytes}"
+
+
+def assert_dequantize_matches_gguf(kind, dequantize_ours, seed):
+    """Our float32 values of gguf-py's bytes of type `kind` equal gguf-py's own dequantization."""
+    qtype, quantize, dequantize = gguf_quants()
+    raw = quantize(gguf_test_data(seed), getattr(qtype, kind))
+    expect = dequantize(raw, getattr(qtype, kind)).reshape(-1)
+    got = dequantize_ours(raw.reshape(-1))
+    assert got.dtype == np.float32
+    np.testing.assert_array_equal(got, expect)
+
+
+# ---------------------------------------------------------------- q8_0 (3 points)
+@pytest.mark.points(2, exercise="q8_0")
+def test_q8_0_bytes_match_gguf():
+    assert_bytes_match_gguf("Q8_0", t4.quantize_q8_0, block_bytes=34)
 
 
 @pytest.mark.points(1, exercise="q8_0")
 def test_q8_0_dequantize_matches_gguf():
-    qtype, quantize, dequantize = gguf_quants()
-    raw = quantize(gguf_test_data(2), qtype.Q8_0)
-    expect = dequantize(raw, qtype.Q8_0).reshape(-1)
-    got = t4.dequantize_q8_0(raw.reshape(-1))
-    assert got.dtype == np.float32
-    np.testing.assert_array_equal(got, expect)
+    assert_dequantize_matches_gguf("Q8_0", t4.dequantize_q8_0, seed=2)
 
 
 # ---------------------------------------------------------------- q4_0 (3 points)
 @pytest.mark.points(2, exercise="q4_0")
 def test_q4_0_bytes_match_gguf():
-    qtype, quantize, _ = gguf_quants()
-    for seed in (0, 1):
-        x = gguf_test_data(seed)
-        expect = quantize(x, qtype.Q4_0).reshape(-1)
-        got = t4.quantize_q4_0(x)
-        assert got.dtype == np.uint8 and got.shape == expect.shape
-        bad = np.flatnonzero(got != expect)
-        assert bad.size == 0, f"{bad.size} bytes differ from gguf-py, first in block {bad[0] // 18}"
+    assert_bytes_match_gguf("Q4_0", t4.quantize_q4_0, block_bytes=18)
 
 
 @pytest.mark.points(1, exercise="q4_0")
 def test_q4_0_dequantize_matches_gguf():
-    qtype, quantize, dequantize = gguf_quants()
-    raw = quantize(gguf_test_data(3), qtype.Q4_0)
-    expect = dequantize(raw, qtype.Q4_0).reshape(-1)
-    got = t4.dequantize_q4_0(raw.reshape(-1))
-    assert got.dtype == np.float32
-    np.testing.assert_array_equal(got, expect)
+    assert_dequantize_matches_gguf("Q4_0", t4.dequantize_q4_0, seed=3)
 
 
 # ---------------------------------------------------------------- nf4 (3 points)
