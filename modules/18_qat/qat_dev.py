@@ -265,32 +265,17 @@ print("fake_quantize_grad: ok")
 # first observation; then a float32 and an int32 array, per channel when `axis` is set),
 # `observer_enabled`, `fake_quant_enabled`.
 
-# %% nbgrader={"grade": false, "grade_id": "fake_quantize_module", "locked": false, "schema_version": 3, "solution": true}
+# %%
 #| export
-class FakeQuantize(nn.Module):
-    """Observer + fake quantization, with switches; a tinyq.nn layer (forward / backward)."""
+class _FakeQuantizerBase(nn.Module):
+    """What FakeQuantize and LSQFakeQuantize share (given): the code range, the fake-quant switch and
+    the description of the format."""
 
-    def __init__(self, bits=8, symmetric=False, axis=None, observer=None):
-        """observer: a module 16 observer (default: MovingAverageMinMaxObserver(axis=axis)); its axis
-        must equal `axis` (None: one scale for the tensor; 0: one per output channel of a weight)."""
+    def _set_format(self, bits, symmetric, axis):
         self.bits, self.symmetric, self.axis = bits, bool(symmetric), axis
         self.qmin, self.qmax = qrange(bits, signed=True, narrow=self.symmetric)
-        self.observer = MovingAverageMinMaxObserver(axis=axis) if observer is None else observer
-        if getattr(self.observer, "axis", axis) != axis:
-            raise ValueError(f"the observer's axis ({self.observer.axis}) differs from axis={axis}")
-        self.scale = None
-        self.zero_point = None
-        self.observer_enabled = True
         self.fake_quant_enabled = True
         self._cache = None
-
-    # -- switches (given) -------------------------------------------------------------------------
-    def enable_observer(self, enabled=True):
-        self.observer_enabled = bool(enabled)
-        return self
-
-    def disable_observer(self):
-        return self.enable_observer(False)
 
     def enable_fake_quant(self, enabled=True):
         self.fake_quant_enabled = bool(enabled)
@@ -298,6 +283,36 @@ class FakeQuantize(nn.Module):
 
     def disable_fake_quant(self):
         return self.enable_fake_quant(False)
+
+    def _format_repr(self):
+        kind = "symmetric" if self.symmetric else "asymmetric"
+        where = "per-tensor" if self.axis is None else f"axis={self.axis}"
+        return f"{self.bits}-bit {kind} [{self.qmin}, {self.qmax}], {where}"
+
+
+# %% nbgrader={"grade": false, "grade_id": "fake_quantize_module", "locked": false, "schema_version": 3, "solution": true}
+#| export
+class FakeQuantize(_FakeQuantizerBase):
+    """Observer + fake quantization, with switches; a tinyq.nn layer (forward / backward)."""
+
+    def __init__(self, bits=8, symmetric=False, axis=None, observer=None):
+        """observer: a module 16 observer (default: MovingAverageMinMaxObserver(axis=axis)); its axis
+        must equal `axis` (None: one scale for the tensor; 0: one per output channel of a weight)."""
+        self._set_format(bits, symmetric, axis)
+        self.observer = MovingAverageMinMaxObserver(axis=axis) if observer is None else observer
+        if getattr(self.observer, "axis", axis) != axis:
+            raise ValueError(f"the observer's axis ({self.observer.axis}) differs from axis={axis}")
+        self.scale = None
+        self.zero_point = None
+        self.observer_enabled = True
+
+    # -- switches (given; the fake-quant switch comes from _FakeQuantizerBase) ---------------------
+    def enable_observer(self, enabled=True):
+        self.observer_enabled = bool(enabled)
+        return self
+
+    def disable_observer(self):
+        return self.enable_observer(False)
 
     def qparams(self):
         """(scale, zero_point) that the forward pass uses now."""
@@ -307,10 +322,7 @@ class FakeQuantize(nn.Module):
         return self.scale, self.zero_point
 
     def extra_repr(self):
-        kind = "symmetric" if self.symmetric else "asymmetric"
-        where = "per-tensor" if self.axis is None else f"axis={self.axis}"
-        return (f"{self.bits}-bit {kind} [{self.qmin}, {self.qmax}], {where}, "
-                f"observer={'on' if self.observer_enabled else 'off'}, "
+        return (f"{self._format_repr()}, observer={'on' if self.observer_enabled else 'off'}, "
                 f"fake_quant={'on' if self.fake_quant_enabled else 'off'}")
 
     # -- the exercise -----------------------------------------------------------------------------
@@ -475,7 +487,7 @@ print(f"lsq_grad: dS = {_gs:.8f}, dZ = {_gz:.8f}")
 
 # %% nbgrader={"grade": false, "grade_id": "lsq_fake_quantize", "locked": false, "schema_version": 3, "solution": true}
 #| export
-class LSQFakeQuantize(nn.Module):
+class LSQFakeQuantize(_FakeQuantizerBase):
     """Fake quantization with a learned step size (LSQ); a tinyq.nn layer (forward / backward)."""
 
     EPS = 1e-8
@@ -490,21 +502,12 @@ class LSQFakeQuantize(nn.Module):
             raise ValueError("init='lsq' sets no zero point: use it with symmetric=True")
         if (axis is None) != (channels is None):
             raise ValueError("give `channels` exactly when `axis` is set (per-channel step sizes)")
-        self.bits, self.symmetric, self.axis, self.init = bits, bool(symmetric), axis, init
-        self.qmin, self.qmax = qrange(bits, signed=True, narrow=self.symmetric)
+        self._set_format(bits, symmetric, axis)
+        self.init = init
         shape = () if axis is None else (int(channels),)
         self.scale = nn.Parameter(np.ones(shape))
         self.zero_point = np.zeros(shape, dtype=np.int32)
         self.initialized = False
-        self.fake_quant_enabled = True
-        self._cache = None
-
-    def enable_fake_quant(self, enabled=True):
-        self.fake_quant_enabled = bool(enabled)
-        return self
-
-    def disable_fake_quant(self):
-        return self.enable_fake_quant(False)
 
     def qparams(self):
         """(scale, zero_point) that the forward pass uses now."""
@@ -513,9 +516,7 @@ class LSQFakeQuantize(nn.Module):
         return np.maximum(self.scale.data, self.EPS).astype(np.float32), self.zero_point
 
     def extra_repr(self):
-        kind = "symmetric" if self.symmetric else "asymmetric"
-        where = "per-tensor" if self.axis is None else f"axis={self.axis}"
-        return f"{self.bits}-bit {kind} [{self.qmin}, {self.qmax}], {where}, learned step size"
+        return f"{self._format_repr()}, learned step size"
 
     def initialize(self, x):
         """Set the step size (and zero point) from a batch, as `init` says (given)."""
