@@ -28,7 +28,7 @@
 # | `quantize_multiplier`, `requantize` | int32 accumulators back to int8 with gemmlowp fixed point, bit-exact | |
 # | `quantized_linear` | the whole int8-in, int8-out layer | `x @ w.T + b` |
 #
-# Conventions (the course SPEC): weights are symmetric int8 in the narrow range $[-127, 127]$ with zero
+# Conventions (as in module 15): weights are symmetric int8 in the narrow range $[-127, 127]$ with zero
 # point 0 and per-output-channel scales. Activations are int8 in $[-128, 127]$ with any zero point.
 # Integer matmuls accumulate in **int32**, and each kernel states the largest $K$ for which that is
 # safe. Weight matrices are stored like `nn.Linear`'s, as $N \times K$ (one row per output channel),
