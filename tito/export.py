@@ -7,14 +7,13 @@ leaves a half-written package behind.
 from __future__ import annotations
 
 import ast
-import os
-import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 
+from .files import sha256_of, write_atomically
+from .notebooks import pair_state
 from .registry import Module
-from .source import (BEGIN_SOLUTION, END_SOLUTION, DIRECTIVE, MARKER, SourceError, check_markers,
-                     read_cells, sha256_of)
+from .source import BEGIN_SOLUTION, END_SOLUTION, DIRECTIVE, MARKER, SourceError, check_markers, read_cells
 
 HEADER_TAG = "# source-sha256: "
 
@@ -91,24 +90,6 @@ def render(module: Module, source_path: Path | None = None, text: str | None = N
     return Rendered(module, module.target, header + '"""' + module.title + '"""\n\n' + body)
 
 
-def write_atomically(files: dict[Path, str]) -> None:
-    """Write every file or none: temporaries first, then a rename each (atomic per file)."""
-    temps = {}
-    try:
-        for target, text in files.items():
-            target.parent.mkdir(parents=True, exist_ok=True)
-            fd, tmp = tempfile.mkstemp(prefix=f".{target.name}.", suffix=".tmp", dir=target.parent)
-            with os.fdopen(fd, "w") as handle:
-                handle.write(text)
-            temps[target] = tmp
-        for target, tmp in temps.items():
-            os.replace(tmp, target)
-    finally:
-        for tmp in temps.values():
-            if os.path.exists(tmp):
-                os.unlink(tmp)
-
-
 def export_modules(modules: list[Module]) -> list[Rendered]:
     """Export the modules, all or nothing; raises SourceError with file:line for a bad source."""
     rendered = [render(m) for m in modules]
@@ -117,7 +98,11 @@ def export_modules(modules: list[Module]) -> list[Rendered]:
 
 
 def export_state(module: Module) -> str:
-    """'missing', 'stale' (source changed since its export) or 'current'."""
+    """'missing', 'stale' (source changed since its export), 'notebook changed' (the .ipynb holds
+    edits the .py and the package do not have yet), 'conflict' (both sides edited) or 'current'."""
+    pair = pair_state(module)
+    if pair in ("notebook changed", "conflict"):
+        return pair
     if not module.target.exists():
         return "missing"
     for line in module.target.read_text().splitlines()[:5]:

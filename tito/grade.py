@@ -9,6 +9,7 @@ gets a row whatever it does.
 """
 from __future__ import annotations
 
+import ast
 import csv
 import dataclasses
 import hashlib
@@ -19,15 +20,22 @@ import resource
 import shutil
 import tempfile
 import threading
+import time
 import zipfile
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from .errors import TitoError
 from .export import export_modules
+from .files import write_atomically
+from .grading.exercises import exercise_map
+from .grading.records import ModuleResult
+from .grading.requirements import describe, is_installed
+from .grading.runner import TestRunError, run_pytest, score_modules
+from .notebooks import notebook_to_source, same_inputs
 from .registry import Module, all_modules
 from .source import SourceError
-from .testing import ModuleResult, TestRunError, run_pytest, score_modules
 
 SUPPORT_SKIP = shutil.ignore_patterns("__pycache__", "*.pyc")
 
@@ -121,13 +129,69 @@ def write_tree(files: dict[str, bytes], dest: Path) -> None:
         target.write_bytes(data)
 
 
+class GradingSetupError(TitoError):
+    """The grading machine lacks something the instructor's tests need: nothing is graded."""
+
+
+def required_packages(modules: list[Module]) -> set[str]:
+    """Every package named by a `pytest.mark.requires(...)` in the modules' tests."""
+    names = set()
+    for m in modules:
+        for path in sorted(m.tests_dir.glob("*.py")) if m.tests_dir.is_dir() else ():
+            for node in ast.walk(ast.parse(path.read_text(), str(path))):
+                if isinstance(node, ast.Call) and getattr(node.func, "attr", None) == "requires":
+                    names.update(a.value for a in node.args if isinstance(a, ast.Constant))
+    return names
+
+
+def check_grading_machine(modules: list[Module]) -> None:
+    """Refuse to grade where a test would be skipped for want of a package (a learner would lose
+    nothing, but the grade would silently cover less than the course)."""
+    missing = sorted(n for n in required_packages(modules) if not is_installed(n))
+    if missing:
+        raise GradingSetupError("cannot grade: the tests need packages this machine lacks: "
+                                + "; ".join(describe(n) for n in missing))
+
+
+def _zip_times(archive: Path, dest: Path) -> None:
+    """Give extracted files their times from the archive (which file a learner changed last)."""
+    with zipfile.ZipFile(archive) as zf:
+        for info in zf.infolist():
+            target = dest / info.filename
+            if target.is_file() and not target.is_symlink():
+                stamp = time.mktime(info.date_time + (0, 0, -1))
+                os.utime(target, (stamp, stamp))
+
+
+def choose_source(folder: Path, source_name: str) -> tuple[Path | None, str]:
+    """Which of a submission's module files to grade, and what to say about it: the .py, the
+    .ipynb (a learner who worked in Colab), or of both the one changed last (the pair when equal)."""
+    py = folder / source_name
+    nb = py.with_suffix(".ipynb")
+    has_py = py.is_file() and not py.is_symlink()
+    has_nb = nb.is_file() and not nb.is_symlink()
+    if has_py and has_nb:
+        if same_inputs(py, nb):
+            return py, f"{py.name} + {nb.name} (paired)"
+        return (nb, f"{nb.name} (changed last)") if nb.stat().st_mtime > py.stat().st_mtime \
+            else (py, f"{py.name} (changed last)")
+    if has_py:
+        return py, py.name
+    if has_nb:
+        return nb, nb.name
+    return None, ""
+
+
 class Grader:
     def __init__(self, instructor_root: Path, modules: list[Module], limits: Limits, work: Path):
         self.modules = modules
         self.limits = limits
         self.work = work
         exported = {f"{m.export}.py" for m in all_modules(instructor_root)}
-        self.plugin = read_tree(instructor_root / "tito")
+        # the grading kit alone (plugin, records, kit): nothing else of tito runs in the sandbox
+        self.plugin = {"__init__.py": (instructor_root / "tito" / "__init__.py").read_bytes(),
+                       **{f"grading/{k}": v for k, v in read_tree(instructor_root / "tito" / "grading").items()}}
+        self.exercises = exercise_map(instructor_root)   # the instructor's, never the submission's
         self.support = read_tree(instructor_root / "tinyq", skip=lambda rel: rel in exported)
         self.tests = {m.key: read_tree(m.tests_dir) for m in modules if m.tests_dir.is_dir()}
         self.metadata = {m.key: (m.dir / "module.yaml").read_bytes() for m in modules}
@@ -147,9 +211,11 @@ class Grader:
                 return row
             package_root = base / "package"
             write_tree(self.support, package_root / "tinyq")
-            export_errors = self._export(tree, package_root)
+            export_errors, graded_files = self._export(tree, package_root)
             for m in self.modules:
-                row.results.append(self._grade_module(m, package_root, export_errors.get(m.key)))
+                result = self._grade_module(m, package_root, export_errors.get(m.key))
+                result.graded_file = graded_files.get(m.key, "")
+                row.results.append(result)
             return row
         finally:
             shutil.rmtree(base, ignore_errors=True)
@@ -159,30 +225,37 @@ class Grader:
         if sub.path.is_file():
             raw.mkdir()
             _safe_extract(sub.path, raw)
+            _zip_times(sub.path, raw)
         else:
             shutil.copytree(sub.path, raw, symlinks=True, ignore=SUPPORT_SKIP)
         return _course_root(raw)
 
-    def _export(self, tree: Path, package_root: Path) -> dict[str, str]:
-        """Export each module from the submission's source on its own; returns module -> reason."""
-        errors = {}
+    def _export(self, tree: Path, package_root: Path) -> tuple[dict[str, str], dict[str, str]]:
+        """Export each module from the submission's source on its own; returns (module -> reason,
+        module -> which file was graded)."""
+        errors, graded = {}, {}
         for m in self.modules:
             name = self.source_names[m.key]
-            theirs = tree / "modules" / m.key / name
+            theirs, graded[m.key] = choose_source(tree / "modules" / m.key, name)
             folder = package_root / "modules" / m.key
             folder.mkdir(parents=True)
             (folder / "module.yaml").write_bytes(self.metadata[m.key])   # the instructor's metadata
-            if not theirs.is_file() or theirs.is_symlink():
-                errors[m.key] = f"module source missing: modules/{m.key}/{name}"
+            if theirs is None:
+                errors[m.key] = f"module source missing: modules/{m.key}/{name} (or its .ipynb)"
                 continue
-            shutil.copy2(theirs, folder / name)
+            try:
+                text = notebook_to_source(theirs) if theirs.suffix == ".ipynb" else theirs.read_text()
+            except Exception as exc:
+                errors[m.key] = f"unreadable {theirs.name}: {type(exc).__name__}: {exc}"
+                continue
+            (folder / name).write_text(text)
             try:
                 export_modules([x for x in all_modules(package_root) if x.key == m.key])
             except SourceError as exc:
                 errors[m.key] = f"export failed: {exc}"
             except Exception as exc:
                 errors[m.key] = f"export failed: {type(exc).__name__}: {exc}"
-        return errors
+        return errors, graded
 
     def _grade_module(self, m: Module, package_root: Path, export_error: str | None) -> ModuleResult:
         if export_error:
@@ -195,8 +268,9 @@ class Grader:
         write_tree(self.tests[m.key], tests)
         write_tree(self.plugin, plugin / "tito")
         try:
-            records, _, _ = run_pytest([tests], run_dir, plugin_path=plugin, capture=True,
-                                       timeout=self.limits.timeout_s, preexec=self.limits.preexec())
+            records, _, _ = run_pytest([tests], run_dir, plugin_path=plugin, exercises=self.exercises,
+                                       capture=True, timeout=self.limits.timeout_s,
+                                       preexec=self.limits.preexec())
         except TestRunError as exc:
             return ModuleResult(m.key, 0.0, m.points, [], 0.0, str(exc).splitlines()[0])
         if read_tree(tests) != self.tests[m.key] or read_tree(plugin / "tito") != self.plugin:
@@ -204,7 +278,7 @@ class Grader:
                                 "the submission modified the grading tests or plugin while they ran")
         (result,) = score_modules([dataclasses.replace(m, root=run_dir)], records)
         if result.score == 0 and not result.note:
-            reasons = sorted({t["message"] for t in result.tests if t.get("message")})
+            reasons = sorted({t.message for t in result.tests if t.message})
             result.note = "; ".join(reasons)[:300] or "no test passed"
         return result
 
@@ -220,15 +294,14 @@ def load_rows(path: Path) -> dict[str, dict]:
 
 
 def write_rows(path: Path, modules: list[Module], rows: dict[str, dict]) -> None:
-    fields = CSV_BASE + [f"{m.key}" for m in modules] + [f"{m.key}_reason" for m in modules]
+    fields = (CSV_BASE + [f"{m.key}" for m in modules] + [f"{m.key}_reason" for m in modules]
+              + [f"{m.key}_file" for m in modules])
     buf = io.StringIO()
     writer = csv.DictWriter(buf, fieldnames=fields, extrasaction="ignore")
     writer.writeheader()
     for student in sorted(rows):
         writer.writerow(rows[student])
-    tmp = path.with_name(f".{path.name}.tmp")
-    tmp.write_text(buf.getvalue())
-    os.replace(tmp, path)
+    write_atomically({path: buf.getvalue()})
 
 
 def row_dict(row: GradeRow) -> dict:
@@ -237,6 +310,7 @@ def row_dict(row: GradeRow) -> dict:
     for r in row.results:
         d[r.module] = f"{r.score:g}"
         d[f"{r.module}_reason"] = r.note if r.score < r.max_score or r.note else ""
+        d[f"{r.module}_file"] = r.graded_file
     return d
 
 
@@ -247,19 +321,20 @@ def write_gradescope(folder: Path, row: GradeRow) -> Path:
         if not r.tests:
             tests.append({"name": r.module, "score": r.score, "max_score": r.max_score, "output": r.note})
         for t in r.tests:
-            tests.append({"name": f"{r.module}::{t['name']}", "score": t["points"],
-                          "max_score": t["max_points"], "output": t.get("message") or t["outcome"]})
+            tests.append({"name": f"{r.module}::{t.name}", "score": t.points,
+                          "max_score": t.max_points, "output": t.message or t.outcome})
     payload = {"score": row.total, "output": f"{row.total:g} / {row.max_total:g}", "tests": tests}
     target = folder / row.student / "results.json"
-    target.parent.mkdir(parents=True, exist_ok=True)
-    target.write_text(json.dumps(payload, indent=1))
+    write_atomically({target: json.dumps(payload, indent=1)})
     return target
 
 
 def grade_all(instructor_root: Path, modules: list[Module], submissions: list[Submission], out_csv: Path,
               *, jobs: int = 1, limits: Limits | None = None, regrade: bool = False,
               gradescope: Path | None = None, on_row=None) -> dict[str, dict]:
-    """Grade every submission (resuming from `out_csv` unless `regrade`); returns the CSV rows."""
+    """Grade every submission (resuming from `out_csv` unless `regrade`); returns the CSV rows.
+    Raises GradingSetupError, before grading anything, where the tests need a missing package."""
+    check_grading_machine(modules)
     rows = {} if regrade else load_rows(out_csv)
     todo = [s for s in submissions if s.student not in rows or rows[s.student].get("submission_sha256") != s.digest()]
     lock = threading.Lock()

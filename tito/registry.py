@@ -7,11 +7,13 @@ from pathlib import Path
 
 import yaml
 
+from .errors import TitoError
+
 DIR_NAME = re.compile(r"^(\d\d)_([a-z0-9_]+)$")
 REQUIRED_KEYS = ("number", "name", "title", "export", "points")
 
 
-class RegistryError(Exception):
+class RegistryError(TitoError):
     """A module folder or its module.yaml is malformed, or a name does not match any module."""
 
 

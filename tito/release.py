@@ -14,6 +14,7 @@ from pathlib import Path
 
 import jupytext
 
+from .errors import TitoError
 from .export import export_modules
 from .notebooks import to_notebook
 from .registry import Module, all_modules
@@ -27,7 +28,7 @@ IGNORE = shutil.ignore_patterns("__pycache__", "*.pyc", "*.ipynb", ".ipynb_check
 MIN_LEAK_CHARS = 40                                # a shorter line alone is not evidence
 
 
-class ReleaseError(Exception):
+class ReleaseError(TitoError):
     pass
 
 

@@ -6,12 +6,13 @@ each cell in the file (for `file:line` errors) and the marker rules of nbgrader/
 """
 from __future__ import annotations
 
-import hashlib
 import re
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import jupytext
+
+from .errors import TitoError
 
 BEGIN_SOLUTION, END_SOLUTION = "### BEGIN SOLUTION", "### END SOLUTION"
 BEGIN_HIDDEN, END_HIDDEN = "### BEGIN HIDDEN TESTS", "### END HIDDEN TESTS"
@@ -21,7 +22,7 @@ MARKER = re.compile(r"^(\s*)(### (?:BEGIN|END) (?:SOLUTION|HIDDEN TESTS))\s*$")
 CELL_HEADER = re.compile(r"^# %%")
 
 
-class SourceError(Exception):
+class SourceError(TitoError):
     """A problem in a module source, with the file and line it is at."""
 
     def __init__(self, path: Path | str, line: int, message: str):
@@ -45,10 +46,6 @@ class Cell:
     @property
     def is_solution(self) -> bool:
         return bool(self.nbgrader.get("solution"))
-
-
-def sha256_of(path: Path) -> str:
-    return hashlib.sha256(path.read_bytes()).hexdigest()
 
 
 def _header_lines(text: str) -> list[int]:

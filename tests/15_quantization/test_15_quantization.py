@@ -3,15 +3,10 @@ import time
 
 import numpy as np
 import pytest
-from hypothesis import given, settings, strategies as st
+from hypothesis import HealthCheck, given, settings, strategies as st
 
 import tinyq.quantize as tq
-from _15_helpers import as_list, isolate
-
-
-@pytest.fixture
-def only(monkeypatch):
-    return lambda keep: isolate(monkeypatch, keep)
+from _15_helpers import as_list
 
 
 # ---------------------------------------------------------------- qrange (4 points)
@@ -120,15 +115,14 @@ def test_quantize_empty_and_nan(only):
 
 
 @pytest.mark.points(2, exercise="quantize")
-@settings(max_examples=60, deadline=None)
+@settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
 @given(data=st.lists(st.floats(-1e3, 1e3, width=32), min_size=1, max_size=64),
        scale=st.floats(0.0009765625, 10.0, width=32))
-def test_quantize_round_trip_within_half_step(data, scale):
+def test_quantize_round_trip_within_half_step(data, scale, only):
     x = np.array(data, np.float32)
     scale = np.float32(scale)
-    with pytest.MonkeyPatch.context() as mp:   # hypothesis re-runs the body: no function fixtures
-        isolate(mp, "quantize")
-        q = tq.quantize(x, scale, 0, bits=8, narrow=True)
+    only("quantize")   # patches stay for every example hypothesis runs
+    q = tq.quantize(x, scale, 0, bits=8, narrow=True)
     x_hat = q.astype(np.float64) * scale
     inside = np.abs(x) <= 127 * scale
     assert np.all(np.abs(x_hat[inside] - x[inside]) <= scale / 2 * (1 + 1e-5))
@@ -218,4 +212,4 @@ def test_quantize_dequantize_speed_vs_copy(perf, only):
     scale = np.float32(np.abs(x).max() / 127)
     result = compare(lambda: tq.dequantize(tq.quantize(x, scale, 0), scale, 0), lambda: np.copy(x),
                      repeats=5, warmup=1)
-    perf.record(result.slowdown, bar=10.0, floor=20.0, lower_is_better=True)
+    perf.record(result.slowdown, bar=10.0, floor=20.0, lower_is_better=True, unit="× np.copy")

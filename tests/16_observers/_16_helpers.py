@@ -1,22 +1,6 @@
 """Helpers of module 16's tests (public)."""
 import numpy as np
 
-from tito import testkit
-
-# what an exercise of module 16 may call besides itself: other exercises and module 15's functions
-SUPPORT = ("check_batch", "channel_view", "l2_search", "entropy_search", "kl_window",
-           "symmetric_qparams", "asymmetric_qparams", "quantize", "dequantize")
-
-
-def isolate(monkeypatch, *keep):
-    """Grade one exercise on its own: replace what it calls (the other exercises, module 15's
-    functions) by the instructor's oracle, so one bug costs the points of one exercise only.
-
-    The oracle is instructor-only; in the student flavour this does nothing and the learner's own
-    functions are used throughout.
-    """
-    testkit.isolate(monkeypatch, "tinyq.observers", "_16_hidden_oracle", [n for n in SUPPORT if n not in keep])
-
 
 def signed_hist(x, bins):
     """Signed histogram of the nonzero values of x: `bins` bins per side over [-max|x|, max|x|]."""

@@ -7,16 +7,11 @@ from hypothesis import HealthCheck, given, settings, strategies as st
 from hypothesis.extra import numpy as hnp
 
 import tinyq.observers as tob
-from _16_helpers import isolate, signed_hist, uniform_with_outliers
+from _16_helpers import signed_hist, uniform_with_outliers
 
 PROPERTY = settings(max_examples=25, deadline=None, derandomize=True,
                     suppress_health_check=[HealthCheck.function_scoped_fixture])
 finite = st.floats(-1e3, 1e3, allow_nan=False, allow_infinity=False, allow_subnormal=False, width=32)
-
-
-@pytest.fixture
-def only(monkeypatch):
-    return lambda *keep: isolate(monkeypatch, *keep)
 
 
 # ---------------------------------------------------------------- channel_view
@@ -209,7 +204,7 @@ def test_l2_search_edge_cases(only):
 # ---------------------------------------------------------------- entropy_search
 @pytest.mark.points(1, exercise="entropy_search")
 def test_entropy_search_asymmetric_relu(only):
-    only("entropy_search", "kl_window")
+    only("entropy_search")
     hist, amax = signed_hist(np.abs(uniform_with_outliers(12)), 2048)
     lo, hi = tob.entropy_search(hist, amax, bits=8, symmetric=False)
     assert lo == 0.0 and 0.97 <= hi <= 1.06, (lo, hi)
@@ -217,7 +212,7 @@ def test_entropy_search_asymmetric_relu(only):
 
 @pytest.mark.points(1, exercise="entropy_search")
 def test_entropy_search_edge_cases(only):
-    only("entropy_search", "kl_window")
+    only("entropy_search")
     assert tuple(map(float, tob.entropy_search(np.zeros(64), 2.0))) == (0.0, 0.0)
     hist, amax = signed_hist(uniform_with_outliers(13, n=10_000), 64)   # 64 bins < 128 levels
     lo, hi = tob.entropy_search(hist, amax, bits=8)

@@ -5,12 +5,7 @@ import pytest
 import _17_hidden_oracle as O
 import tinyq.ptq as ptq
 from tinyq import nn
-from _17_helpers import accuracy, calib_batches, digits, fresh, isolate
-
-
-@pytest.fixture
-def only(monkeypatch):
-    return lambda keep: isolate(monkeypatch, keep)
+from _17_helpers import accuracy, calib_batches, digits, fresh
 
 
 KW = dict(weight_observer=O.per_channel, activation_observer=O.MinMaxObserver)

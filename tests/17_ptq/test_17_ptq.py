@@ -4,12 +4,7 @@ import pytest
 
 import tinyq.ptq as ptq
 from tinyq import nn
-from _17_helpers import accuracy, calib_batches, digits, fresh, isolate, observers
-
-
-@pytest.fixture
-def only(monkeypatch):
-    return lambda keep: isolate(monkeypatch, keep)
+from _17_helpers import accuracy, calib_batches, digits, fresh, observers
 
 
 def int64_linear(x_q, zp, w_q, bias_q=None):

@@ -3,23 +3,7 @@ import numpy as np
 
 from tinyq import zoo
 from tinyq.data import load_digits
-from tito import testkit
-
-# What each exercise defines in tinyq.qat.
-EXERCISES = {
-    "fake_quantize": ("fake_quantize",),
-    "fake_quantize_grad": ("fake_quantize_grad",),
-    "fake_quantize_module": ("FakeQuantize",),
-    "lsq_grad": ("lsq_grad",),
-    "lsq_fake_quantize": ("LSQFakeQuantize",),
-    "qat_layer": ("QATLayer",),
-    "prepare_qat": ("prepare_qat",),
-    "convert_qat": ("convert_qat",),
-    "train_qat": ("train_qat",),
-}
-# What tinyq.qat uses from modules 15, 16 and 17 (graded there, not here).
-PREREQUISITES = ("qrange", "MinMaxObserver", "MovingAverageMinMaxObserver", "QuantizedLayer",
-                 "quantizable_layers")
+from tito.grading import kit
 
 # The QAT recipe of the graded accuracy bar (train_qat's defaults).
 RECIPE = dict(epochs=3, lr=1e-4, batch_size=32, seed=0)
@@ -27,15 +11,7 @@ RECIPE = dict(epochs=3, lr=1e-4, batch_size=32, seed=0)
 
 def oracle():
     """The instructor's oracle module, or None in the student flavour."""
-    return testkit.load_oracle("_18_hidden_oracle")
-
-
-def isolate(monkeypatch, keep):
-    """Grade exercise `keep` on its own (see tito.testkit.isolate): every other exercise of tinyq.qat,
-    and what it uses from modules 15-17, is replaced by the instructor's oracle. Does nothing in the
-    student flavour (the oracle is not shipped): there the learner's own code is used throughout."""
-    names = [n for exercise, group in EXERCISES.items() if exercise != keep for n in group]
-    testkit.isolate(monkeypatch, "tinyq.qat", "_18_hidden_oracle", names, optional=PREREQUISITES)
+    return kit.load_oracle("_18_hidden_oracle")
 
 
 def m15():

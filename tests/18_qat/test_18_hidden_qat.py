@@ -8,12 +8,7 @@ from hypothesis import given, settings, strategies as st
 import _18_hidden_oracle as O
 import tinyq.qat as tq
 from tinyq import nn
-from _18_helpers import RECIPE, digits, fresh, isolate, roundtrip
-
-
-@pytest.fixture
-def only(monkeypatch):
-    return lambda keep: isolate(monkeypatch, keep)
+from _18_helpers import RECIPE, digits, fresh, roundtrip
 
 
 def _prepare_oracle(bits=4, **kw):

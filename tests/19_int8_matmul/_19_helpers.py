@@ -3,33 +3,14 @@ import time
 
 import numpy as np
 
-from tito import testkit
-
-# What each exercise defines in tinyq.int8_matmul.
-EXERCISES = {
-    "gemv_w8": ("gemv_w8",),
-    "gemm_int8": ("int32_safe_k", "gemm_int8"),
-    "gemm_int8_zp": ("weight_colsums", "gemm_int8_zp"),
-    "quantize_multiplier": ("quantize_multiplier",),
-    "requantize": ("srdhm", "rdbpot", "requantize"),
-    "quantized_linear": ("quantized_linear",),
-}
+from tito.grading import kit
 
 EPS32 = float(np.finfo(np.float32).eps)
 
 
 def oracle():
     """The instructor's oracle module, or None in the student flavour."""
-    return testkit.load_oracle("_19_hidden_oracle")
-
-
-def isolate(monkeypatch, keep):
-    """Grade exercise `keep` on its own (see tito.testkit.isolate): the functions of every other
-    exercise of tinyq.int8_matmul are replaced by the instructor's oracle, so a stubbed `gemm_int8`
-    does not also cost the points of `gemm_int8_zp`, which calls it. Does nothing in the student
-    flavour (the oracle is not shipped): there the learner's own functions are used throughout."""
-    names = [n for exercise, group in EXERCISES.items() if exercise != keep for n in group]
-    testkit.isolate(monkeypatch, "tinyq.int8_matmul", "_19_hidden_oracle", names)
+    return kit.load_oracle("_19_hidden_oracle")
 
 
 def int_matmul(a, w):

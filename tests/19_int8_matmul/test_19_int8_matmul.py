@@ -4,7 +4,7 @@ import pytest
 
 import tinyq.int8_matmul as tq
 from tinyq.bench import best_speedup
-from _19_helpers import (fails_fast, gemv_reference_and_bound, int_matmul, isolate, peak_traced_bytes,
+from _19_helpers import (fails_fast, gemv_reference_and_bound, int_matmul, peak_traced_bytes,
                          random_int8)
 
 
@@ -13,11 +13,6 @@ from _19_helpers import (fails_fast, gemv_reference_and_bound, int_matmul, isola
 # with the same thread count on both sides: see tinyq.bench.best_speedup.
 GEMV_BAR = 1.5
 GEMM_BAR = 0.6
-
-
-@pytest.fixture
-def only(monkeypatch):
-    return lambda keep: isolate(monkeypatch, keep)
 
 
 # ---------------------------------------------------------------- gemv_w8 (8 of 10 points)
@@ -83,7 +78,7 @@ def test_gemv_speed_vs_numpy_float32(perf, only):
     assert np.all(np.abs(tq.gemv_w8(w_q, scale, x) - ref) <= bound)
     speedup = best_speedup(lambda: tq.gemv_w8(w_q, scale, x), lambda: w @ x, bar=GEMV_BAR)
     print(f"gemv_w8 {n}x{n}: {speedup:.2f}x numpy float32")
-    perf.record(speedup, bar=GEMV_BAR, floor=1.0)
+    perf.record(speedup, bar=GEMV_BAR, floor=1.0, unit="× numpy FP32")
 
 
 # ---------------------------------------------------------------- gemm_int8 (10 of 15 points)
@@ -147,7 +142,7 @@ def test_gemm_speed_vs_numpy_sgemm(perf, only):
     a_f, w_f = a.astype(np.float32), w.astype(np.float32)
     speedup = best_speedup(lambda: tq.gemm_int8(a, w), lambda: a_f @ w_f.T, bar=GEMM_BAR)
     print(f"gemm_int8 {n}^3: {speedup:.2f}x numpy float32 SGEMM")
-    perf.record(speedup, bar=GEMM_BAR, floor=0.4)
+    perf.record(speedup, bar=GEMM_BAR, floor=0.4, unit="× numpy SGEMM")
 
 
 # ---------------------------------------------------------------- gemm_int8_zp (4 of 7 points)

@@ -1,27 +1,12 @@
 """Helpers of module 21's tests (public)."""
 import numpy as np
 
-from tito import testkit
-from tito.testkit import load_oracle
-
-# what an exercise of module 21 may call besides itself: other exercises and module 16's group_qparams
-SUPPORT = ("group_qparams", "pack_int4", "unpack_int4")
+from tito.grading.kit import load_oracle
 
 
 def oracle():
     """The instructor's oracle module, or None in the student flavour."""
     return load_oracle("_21_hidden_oracle")
-
-
-def isolate(monkeypatch, *keep):
-    """Grade one exercise on its own: replace what it calls (the packing exercises, module 16's
-    group_qparams) by the instructor's oracle, so one bug costs the points of one exercise only.
-
-    The oracle is instructor-only; in the student flavour this does nothing and the learner's own
-    functions are used throughout.
-    """
-    return testkit.isolate(monkeypatch, "tinyq.int4", "_21_hidden_oracle",
-                           [name for name in SUPPORT if name not in keep])
 
 
 def packer():

@@ -7,12 +7,7 @@ from hypothesis import given, settings, strategies as st
 
 import tinyq.int4 as t4
 from tinyq.bench import best_speedup
-from _21_helpers import isolate, packer, random_int4_weights, split_order, unpacker
-
-
-@pytest.fixture
-def only(monkeypatch):
-    return lambda *keep: isolate(monkeypatch, *keep)
+from _21_helpers import packer, random_int4_weights, split_order, unpacker
 
 
 def fp16_bytes(value):
@@ -274,4 +269,4 @@ def test_gemv_speed_vs_numpy_fp32(perf):
     # best of a few interleaved medians, at 2 and at 1 thread (the same for numpy and for gemv_w4)
     best = best_speedup(lambda: t4.gemv_w4(packed, scales, x, 128), lambda: w @ x, bar=SPEED_BAR,
                         attempts=ATTEMPTS)
-    perf.record(best, bar=SPEED_BAR, floor=SPEED_FLOOR)
+    perf.record(best, bar=SPEED_BAR, floor=SPEED_FLOOR, unit="× numpy FP32")

@@ -16,7 +16,7 @@ import pytest
 from tito.export import export_modules
 from tito.registry import all_modules, resolve
 from tito.source import solution_regions, strip_solutions
-from tito.testing import run_pytest
+from tito.grading.runner import run_pytest
 from _tooling import REPO, copy_course
 
 CI_MODULES = ("15_quantization", "16_observers", "17_ptq")
@@ -31,9 +31,9 @@ REGION_CASES = [(m.key, i) for m in MODULES for i, (ex, _) in enumerate(REGIONS[
 def points_by_exercise(records):
     earned, possible = defaultdict(float), defaultdict(float)
     for r in records:
-        if r["kind"] == "test":
-            earned[r["exercise"]] += r["points"]
-            possible[r["exercise"]] += r["max_points"]
+        if r.kind == "test":
+            earned[r.exercise] += r.points
+            possible[r.exercise] += r.max_points
     return earned, possible
 
 
@@ -59,7 +59,7 @@ def test_stubbing_an_exercise_costs_exactly_its_points(tmp_path, key, exercise):
         if other != exercise:
             assert earned[other] == possible[other], (
                 f"stubbing {exercise} cost {other} {possible[other] - earned[other]} points\n{output[-3000:]}")
-    reasons = {r["message"] for r in records if r["exercise"] == exercise}
+    reasons = {r.message for r in records if r.exercise == exercise}
     assert reasons == {"not implemented"}, reasons
 
 

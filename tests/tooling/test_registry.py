@@ -3,7 +3,7 @@ import pytest
 
 from tito.registry import RegistryError, all_modules, resolve
 from tito.source import read_cells
-from tito.testing import run_pytest
+from tito.grading.runner import run_pytest
 from _tooling import REPO
 
 MODULES = all_modules(REPO)

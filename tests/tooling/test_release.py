@@ -6,7 +6,7 @@ import pytest
 
 from tito.registry import all_modules
 from tito.release import MANIFEST, find_leaks, solution_lines
-from tito.testing import run_pytest, score_modules
+from tito.grading.runner import run_pytest, score_modules
 from _tooling import REPO, copy_course, run_tito
 
 
@@ -52,16 +52,16 @@ def test_student_flavour_scores_zero_on_every_graded_test(released):
     modules = all_modules(REPO)
     dirs = [m.tests_dir for m in modules if m.tests_dir.is_dir()]
     records, _, output = run_pytest(dirs, released, capture=True, extra=["-p", "no:randomly"])
-    graded = [r for r in records if r["kind"] == "test"]
+    graded = [r for r in records if r.kind == "test"]
     assert len(graded) >= 20, output[-2000:]
-    scored = [r for r in graded if r["points"] > 0]
-    assert not scored, f"tests that give points to stubs: {[r['name'] for r in scored]}"
+    scored = [r for r in graded if r.points > 0]
+    assert not scored, f"tests that give points to stubs: {[r.name for r in scored]}"
     for r in graded:
-        if r["outcome"] == "skipped":
-            assert r["needs_gpu"], f"{r['name']} skipped without needing a GPU: {r['message']}"
+        if r.outcome == "skipped":
+            assert r.needs_gpu, f"{r.name} skipped without needing a GPU: {r.message}"
         else:
-            assert r["outcome"] in ("failed", "error")
-            assert r["message"] == "not implemented", f"{r['module']}::{r['name']} failed for another reason: {r['message']}"
+            assert r.outcome in ("failed", "error")
+            assert r.message == "not implemented", f"{r.module}::{r.name} failed for another reason: {r.message}"
     for result in score_modules(modules, records):
         assert result.score == 0
 
@@ -72,7 +72,10 @@ def test_released_module_15_with_solutions_back_gets_full_marks(released, tmp_pa
     zero = run_tito(monkeypatch, student, "test", "15", "--json", str(tmp_path / "zero.json"))
     assert zero.exit_code == 0
     (before,) = json.loads((tmp_path / "zero.json").read_text())["modules"]
-    assert before["score"] == 0 and {t["message"] for t in before["tests"]} == {"not implemented"}
+    assert before["score"] == 0
+    # without the instructor's oracles a test of one exercise may stop in another's stub: it says so
+    for t in before["tests"]:
+        assert t["message"] == "not implemented" or t["message"].endswith(") is not implemented"), t
     shutil.copy(REPO / "modules/15_quantization/quantization_dev.py", student / "modules/15_quantization/")
     full = run_tito(monkeypatch, student, "test", "15", "--json", str(tmp_path / "full.json"))
     (after,) = json.loads((tmp_path / "full.json").read_text())["modules"]

@@ -50,13 +50,13 @@ def test_grades_the_tree_it_runs_in_not_another_copy(tmp_path):
     (impostor / "tinyq").mkdir(parents=True)
     (impostor / "tinyq" / "__init__.py").write_text("")
     env = dict(os.environ, PYTHONPATH=str(impostor))
-    code = ("import sys; sys.path.insert(0, %r); from tito.testing import run_pytest; from pathlib import Path;"
+    code = ("import sys; sys.path.insert(0, %r); from tito.grading.runner import run_pytest; from pathlib import Path;"
             "run_pytest([Path('tests/15_quantization')], Path('.').resolve(), capture=True)") % str(impostor)
     proc = subprocess.run([sys.executable, "-c", code], cwd=course, env=env, capture_output=True, text=True)
     # the grading environment puts the tree first, so its own tinyq is imported and grading runs
     assert proc.returncode == 0, proc.stderr[-2000:]
     check = subprocess.run(
-        [sys.executable, "-m", "pytest", "-p", "tito.pytest_plugin", "--noconftest", "-q",
+        [sys.executable, "-m", "pytest", "-p", "tito.grading.plugin", "--noconftest", "-q",
          str(course / "tests" / "15_quantization"), "-k", "qrange_known"],
         cwd=tmp_path, env=dict(env, TINYQ_EXPECT_ROOT=str(course), PYTHONPATH=f"{impostor}:{course}"),
         capture_output=True, text=True)
@@ -70,7 +70,7 @@ def test_unknown_module_is_a_clear_error(tmp_path, monkeypatch):
 
 
 def test_gpu_tests_are_reported_as_needing_a_gpu_not_passed(tmp_path, monkeypatch):
-    from tito.pytest_plugin import gpu_unusable_reason
+    from tito.grading.plugin import gpu_unusable_reason
     if gpu_unusable_reason() is None:
         import pytest
         pytest.skip("this machine has a usable CUDA device; the no-GPU path cannot be observed here")

@@ -5,11 +5,12 @@ from typing import List, Optional
 
 import typer
 
-from ..console import console, fail
-from ..grade import Limits, find_submissions, grade_all
-from ..registry import RegistryError, find_root, select
+from ..console import fail, reports_errors, say
+from ..grade import Limits, check_grading_machine, find_submissions, grade_all
+from ..registry import find_root, select
 
 
+@reports_errors
 def grade(submissions: Path = typer.Argument(..., help="folder of submissions (folders or .zip files)"),
           out: Path = typer.Option(Path("grades.csv"), "--out", help="gradebook CSV (written atomically)"),
           modules: Optional[List[str]] = typer.Option(None, "--module", "-m", help="grade only these modules"),
@@ -20,12 +21,11 @@ def grade(submissions: Path = typer.Argument(..., help="folder of submissions (f
                                                     help="also write DIR/<student>/results.json"),
           regrade: bool = typer.Option(False, "--regrade", help="regrade submissions already in the CSV")) -> None:
     """Autograde a class with the instructor's tests, each module of each submission in its own
-    process with a time and memory limit. Every submission gets a row, whatever it does."""
-    try:
-        root = find_root()
-        selected = select(modules, not modules, root)
-    except RegistryError as exc:
-        raise fail(str(exc))
+    process with a time and memory limit. Every submission gets a row, whatever it does.
+    A submission may hand in name_dev.py, name_dev.ipynb or both (the one changed last is graded)."""
+    root = find_root()
+    selected = select(modules, not modules, root)
+    check_grading_machine(selected)
     if not submissions.is_dir():
         raise fail(f"{submissions} is not a folder of submissions")
     subs = find_submissions(submissions)
@@ -33,12 +33,13 @@ def grade(submissions: Path = typer.Argument(..., help="folder of submissions (f
         raise fail(f"no submissions (folders or .zip files) in {submissions}")
 
     def show(row):
-        console.print(f"graded {row.student}: {row.total:g} / {row.max_total:g}"
-                      + "".join(f"\n    {r.module}: {r.score:g} / {r.max_score:g}  {r.note}" for r in row.results))
+        say(f"graded {row.student}: {row.total:g} / {row.max_total:g}"
+            + "".join(f"\n    {r.module}: {r.score:g} / {r.max_score:g}  {r.graded_file}  {r.note}"
+                      for r in row.results))
 
     rows = grade_all(root, selected, subs, out, jobs=jobs, limits=Limits(timeout, memory),
                      regrade=regrade, gradescope=gradescope, on_row=show)
-    console.print(f"[green]wrote {out}[/] ({len(rows)} submission(s))")
+    say(f"wrote {out} ({len(rows)} submission(s))", "green")
 
 
 def register(app: typer.Typer) -> None:

@@ -6,14 +6,15 @@ from typing import List, Optional
 import typer
 
 from .. import scores
-from ..console import console, fail
+from ..console import console, fail, reports_errors, say
 from ..export import export_modules, export_state
-from ..registry import RegistryError, find_root, select
+from ..registry import find_root, select
 from ..report import module_table, totals_table
-from ..source import SourceError
-from ..testing import TestRunError, run_pytest, score_modules, write_json
+from ..grading.runner import run_pytest, score_modules, write_json
+from .common import synchronise
 
 
+@reports_errors
 def test(modules: Optional[List[str]] = typer.Argument(None, help="15, quantization or 15_quantization"),
          all_: bool = typer.Option(False, "--all", help="grade every module"),
          json_file: Optional[Path] = typer.Option(None, "--json", help="also write the results as JSON"),
@@ -25,34 +26,32 @@ def test(modules: Optional[List[str]] = typer.Argument(None, help="15, quantizat
 
     Exits 0 whenever grading ran (whatever the score), non-zero when it could not run.
     """
-    try:
-        root = find_root()
-        selected = select(modules, all_, root)
-        stale = [m for m in selected if export_state(m) != "current"]
-        if stale and no_export:
-            names = ", ".join(m.key for m in stale)
-            raise fail(f"the package is out of date for {names} (source changed or never exported); "
-                       f"run `tito export {stale[0].key}` first")
-        if stale:
-            export_modules(stale)
-            for m in stale:
-                console.print(f"[yellow]re-exported {m.key}[/]: its source changed since the last export")
-    except (RegistryError, SourceError) as exc:
-        raise fail(str(exc))
+    root = find_root()
+    selected = select(modules, all_, root)
+    stale = [m for m in selected if export_state(m) != "current"]
+    if stale and no_export:
+        names = ", ".join(m.key for m in stale)
+        raise fail(f"the package is out of date for {names} (source or notebook changed, or never "
+                   f"exported); run `tito export {stale[0].key}` first")
+    synchronise(selected)
+    stale = [m for m in selected if export_state(m) != "current"]
+    if stale:
+        export_modules(stale)
+        for m in stale:
+            say(f"re-exported {m.key}: its source changed since the last export", "yellow")
     dirs = [m.tests_dir for m in selected if m.tests_dir.is_dir()]
-    try:
-        records, _, output = run_pytest(dirs, root, capture=not verbose,
-                                        extra=["-k", keyword] if keyword else None)
-    except TestRunError as exc:
-        raise fail(str(exc))
+    records, _, _ = run_pytest(dirs, root, capture=not verbose, extra=["-k", keyword] if keyword else None)
     results = score_modules(selected, records, selected_only=bool(keyword))
     for r in results:
         console.print(module_table(r))
     console.print(totals_table(results))
-    scores.save(root, results)
+    if keyword:
+        say(f"a partial run (-k {keyword}): not recorded as the modules' last score", "yellow")
+    else:
+        scores.save(root, results)
     if json_file:
         write_json(results, json_file)
-        console.print(f"wrote {json_file}")
+        say(f"wrote {json_file}")
 
 
 def register(app: typer.Typer) -> None:

@@ -7,48 +7,35 @@ import signal
 import subprocess
 import sys
 import tempfile
-from dataclasses import dataclass, field
 from pathlib import Path
 
-from .registry import Module
+from ..errors import TitoError
+from ..files import write_atomically
+from ..registry import Module
+from .plugin import EXERCISES_ENV
+from .records import ModuleResult, TestRecord
 
 PYTEST_INI = "[pytest]\naddopts =\n"
-RESULT_KEYS = ("name", "points", "max_points", "outcome", "message", "measured", "bar")
+PLUGIN = "tito.grading.plugin"
 
 
-class TestRunError(Exception):
+class TestRunError(TitoError):
     """pytest could not run at all (usage error, crash before collection...)."""
-
-
-@dataclass
-class ModuleResult:
-    module: str
-    score: float
-    max_score: float
-    tests: list[dict] = field(default_factory=list)
-    gpu_points: float = 0.0          # points of tests skipped for lack of a GPU (not in max_score)
-    note: str = ""
-
-    def as_json(self) -> dict:
-        tests = []
-        for t in self.tests:
-            row = {k: t.get(k) for k in RESULT_KEYS}
-            if t.get("measured") is None:
-                row.pop("measured"), row.pop("bar")
-            tests.append(row)
-        return {"module": self.module, "score": self.score, "max_score": self.max_score, "tests": tests}
 
 
 def pytest_command(test_dirs: list[Path], json_path: Path, ini_path: Path, root: Path,
                    extra: list[str] | None = None) -> list[str]:
     return [sys.executable, "-m", "pytest", *map(str, test_dirs), "-c", str(ini_path),
-            "--rootdir", str(root), "-p", "tito.pytest_plugin", "-p", "no:cacheprovider",
+            "--rootdir", str(root), "-p", PLUGIN, "-p", "no:cacheprovider",
             "--noconftest", "-q", "-rN", "--tb=short", "--tinyq-json", str(json_path), *(extra or [])]
 
 
-def grading_env(package_root: Path, plugin_path: Path | None = None) -> dict[str, str]:
+def grading_env(package_root: Path, plugin_path: Path | None = None,
+                exercises: Path | None = None) -> dict[str, str]:
     """Environment in which `import tinyq` finds the graded tree's package and nothing else."""
     env = dict(os.environ)
+    if exercises is not None:
+        env[EXERCISES_ENV] = str(exercises)
     paths = [str(plugin_path)] if plugin_path else []
     paths.append(str(package_root))
     env["PYTHONPATH"] = os.pathsep.join(paths)
@@ -64,19 +51,24 @@ class TestRunTimeout(TestRunError):
 
 
 def run_pytest(test_dirs: list[Path], package_root: Path, *, plugin_path: Path | None = None,
-               extra: list[str] | None = None, capture: bool = False, timeout: float | None = None,
-               preexec=None) -> tuple[list[dict], int, str]:
+               exercises: dict | None = None, extra: list[str] | None = None, capture: bool = False,
+               timeout: float | None = None, preexec=None) -> tuple[list[TestRecord], int, str]:
     """Run pytest on `test_dirs` against `package_root`'s tinyq; returns (records, exit code, output).
 
     The process gets its own session so that a timeout kills everything it started; `preexec` can
-    set resource limits in the child (used by `tito grade`).
+    set resource limits in the child (used by `tito grade`). `exercises`: the exercise map the `only`
+    fixture uses (default: derived by the plugin from the sources of `package_root`).
     """
     with tempfile.TemporaryDirectory(prefix="tito-test-") as tmp:
         json_path, ini_path = Path(tmp) / "results.json", Path(tmp) / "pytest.ini"
         ini_path.write_text(PYTEST_INI)
+        exercises_path = None
+        if exercises is not None:
+            exercises_path = Path(tmp) / "exercises.json"
+            write_atomically({exercises_path: json.dumps(exercises)})
         cmd = pytest_command(test_dirs, json_path, ini_path, package_root, extra)
         pipe = subprocess.PIPE if capture else None
-        proc = subprocess.Popen(cmd, cwd=package_root, env=grading_env(package_root, plugin_path),
+        proc = subprocess.Popen(cmd, cwd=package_root, env=grading_env(package_root, plugin_path, exercises_path),
                                 stdout=pipe, stderr=subprocess.STDOUT if capture else None, text=True,
                                 start_new_session=True, preexec_fn=preexec)
         try:
@@ -88,7 +80,10 @@ def run_pytest(test_dirs: list[Path], package_root: Path, *, plugin_path: Path |
         if proc.returncode in (3, 4) or not json_path.exists():   # internal error / usage error
             raise TestRunError(describe_exit(proc.returncode) + _cause(output)
                                + (f"\n{output[-2000:]}" if output else ""))
-        records = json.loads(json_path.read_text())["tests"]
+        payload = json.loads(json_path.read_text())
+        records = [TestRecord.from_dict(r) for r in payload["tests"]]
+        if not payload.get("integrity_checked"):
+            raise TestRunError("the results were written without the grader's integrity check")
         return records, proc.returncode, output
 
 
@@ -119,35 +114,40 @@ def describe_exit(code: int) -> str:
     return f"the test process exited with code {code} before reporting results"
 
 
-def score_modules(modules: list[Module], records: list[dict], selected_only: bool = False) -> list[ModuleResult]:
-    """Per-module scores. A module whose tests could not even be imported scores 0 of its full points.
-    `selected_only`: a subset of the tests ran (-k), so say nothing about the ones that did not."""
+def score_modules(modules: list[Module], records: list[TestRecord],
+                  selected_only: bool = False) -> list[ModuleResult]:
+    """Per-module scores. A module whose tests could not even be imported scores 0 of its full points;
+    one whose run replaced the grading helpers scores 0 with that reason. Tests that need a GPU or a
+    missing optional package leave the maximum. `selected_only`: a subset of the tests ran (-k), so
+    say nothing about the ones that did not."""
     results = []
     for m in modules:
-        mine = [r for r in records if r["module"] == m.key]
-        tests = [r for r in mine if r["kind"] == "test"]
-        broken = [r for r in mine if r["kind"] == "collection"]
-        gpu_points = sum(r["max_points"] for r in tests if r["outcome"] == "skipped" and r["needs_gpu"])
+        mine = [r for r in records if r.module == m.key]
+        tests = [r for r in mine if r.kind == "test"]
+        broken = [r for r in mine if r.kind == "collection"]
+        tampered = [r for r in mine if r.kind == "integrity"]
         for r in tests:
-            if r["outcome"] == "skipped" and r["needs_gpu"]:
-                r["message"] = r["message"] or "needs GPU"
-        score = round(sum(r["points"] for r in tests), 2)
+            if r.outcome == "skipped" and r.needs_gpu:
+                r.message = r.message or "needs GPU"
+        not_counted = sum(r.max_points for r in tests if r.not_counted)
+        score = round(sum(r.points for r in tests), 2)
         if broken:
-            max_score, note = m.points - gpu_points, broken[0]["message"]
+            max_score, note = m.points - not_counted, broken[0].message
             tests = tests + broken
         else:
-            max_score, note = sum(r["max_points"] for r in tests) - gpu_points, ""
-            hidden = m.points - sum(r["max_points"] for r in tests)
+            max_score, note = sum(r.max_points for r in tests) - not_counted, ""
+            hidden = m.points - sum(r.max_points for r in tests)
             if hidden > 0 and not selected_only:
                 note = f"public tests only: {hidden:g} more points in the instructor's hidden tests"
+        if tampered:
+            score, note = 0.0, tampered[0].message
+            for r in tests:
+                r.points = 0.0
         if not mine:
             max_score, note = m.points, f"no tests found in {m.rel(m.tests_dir)}"
-        results.append(ModuleResult(m.key, score, round(max_score, 2), tests, gpu_points, note))
+        results.append(ModuleResult(m.key, score, round(max_score, 2), tests, not_counted, note))
     return results
 
 
 def write_json(results: list[ModuleResult], path: Path) -> None:
-    payload = {"modules": [r.as_json() for r in results]}
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text(json.dumps(payload, indent=2))
-    os.replace(tmp, path)
+    write_atomically({path: json.dumps({"modules": [r.as_json() for r in results]}, indent=2)})

@@ -1,0 +1,70 @@
+"""The file chores every command shares: hashing, all-or-nothing writes, and backups.
+
+Nothing a learner wrote is ever replaced without a copy: `back_up` puts the old file under
+`.tito/backups/<time>/` of its course tree before a command overwrites it.
+"""
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import shutil
+import tempfile
+import time
+from pathlib import Path
+
+STATE_DIR = ".tito"
+
+
+def sha256_of(path: Path) -> str:
+    return hashlib.sha256(path.read_bytes()).hexdigest()
+
+
+def write_atomically(files: dict[Path, str | bytes]) -> None:
+    """Write every file or none: temporaries first, then a rename each (atomic per file)."""
+    temps = {}
+    try:
+        for target, content in files.items():
+            target.parent.mkdir(parents=True, exist_ok=True)
+            fd, tmp = tempfile.mkstemp(prefix=f".{target.name}.", suffix=".tmp", dir=target.parent)
+            with os.fdopen(fd, "wb") as handle:
+                handle.write(content.encode() if isinstance(content, str) else content)
+            temps[target] = tmp
+        for target, tmp in temps.items():
+            os.replace(tmp, target)
+    finally:
+        for tmp in temps.values():
+            if os.path.exists(tmp):
+                os.unlink(tmp)
+
+
+def read_state(root: Path, name: str) -> dict:
+    """A JSON document of tito's per-course state (`.tito/NAME.json`); {} when absent or unreadable."""
+    try:
+        return json.loads((root / STATE_DIR / f"{name}.json").read_text())
+    except (OSError, ValueError):
+        return {}
+
+
+def write_state(root: Path, name: str, data: dict) -> None:
+    write_atomically({root / STATE_DIR / f"{name}.json": json.dumps(data, indent=1, sort_keys=True)})
+
+
+def back_up(path: Path, root: Path) -> Path:
+    """Copy `path` (inside course tree `root`) to `.tito/backups/<time>/<same relative path>`."""
+    stamp = time.strftime("%Y%m%d-%H%M%S") + f"-{time.time_ns() % 1_000_000_000:09d}"
+    target = root / STATE_DIR / "backups" / stamp / path.resolve().relative_to(root.resolve())
+    target.parent.mkdir(parents=True, exist_ok=True)
+    shutil.copy2(path, target)
+    return target
+
+
+def move_aside(folder: Path) -> Path:
+    """Rename `folder` to a free `NAME.backup-<time>` beside it (never over anything)."""
+    stamp = time.strftime("%Y%m%d-%H%M%S")
+    candidate, n = folder.parent / f"{folder.name}.backup-{stamp}", 1
+    while candidate.exists():
+        n += 1
+        candidate = folder.parent / f"{folder.name}.backup-{stamp}-{n}"
+    folder.rename(candidate)
+    return candidate
