@@ -6,6 +6,11 @@ solution code. The book's _config.yml and _toc.yml are generated from site/cours
 instructor configuration file) and modules/*/module.yaml; jupyter-book renders it with execution
 off; the rendered site goes through the release's leak check (on its files and on the text its
 HTML pages show) before it is put in place.
+
+The site needs no network to be read: MathJax comes with it (sphinx-mathjax-offline copies MathJax 3
+and its fonts into _static/), nbdev's `#|` directives are taken out of the code cells (as nbdev's own
+documentation does), and site/tinyq.css (long code lines wrap instead of running past the edge) is
+added to every page.
 """
 from __future__ import annotations
 
@@ -27,10 +32,11 @@ import nbclient
 import nbformat
 import yaml
 
+from .errors import TitoError
 from .notebooks import to_notebook
 from .registry import Module, all_modules, resolve
 from .release import Leak, find_leaks, solution_lines
-from .source import BEGIN_HIDDEN, BEGIN_SOLUTION, student_text
+from .source import BEGIN_HIDDEN, BEGIN_SOLUTION, DIRECTIVE, student_text
 
 CONFIG = Path("site") / "course.yml"
 DEFAULT_OUT = Path("site") / "_build" / "html"
@@ -38,6 +44,11 @@ DEFAULT_BOOK = Path("site") / "_generated"
 MARKER = ".tinyq-site.json"            # written into every site this module builds
 MODULES_PLACEHOLDER = "<!-- tito:modules -->"
 INSTALL_HINT = "pip install -e '.[site]'"
+MATHJAX_EXTENSION = "sphinx-mathjax-offline"   # a Sphinx extension that copies MathJax 3 into the site
+MATHJAX_PATH = "mathjax/tex-chtml.js"          # where that copy is, relative to the site's _static/
+STYLESHEET = "tinyq.css"                        # site/tinyq.css, added to every page when present
+NBDEV_DIRECTIVE = re.compile(r"^\s*#\|")        # nbdev/Quarto cell options: `#| export`, `#| hide`, ...
+NBDEV_HIDE = re.compile(r"^\s*#\|\s*hide\s*$")   # the cell is left out of the page, output and all
 COLAB_URL = "https://colab.research.google.com"
 ANSI = re.compile(r"\x1b\[[0-9;]*m")
 INLINE_BACKEND = "module://matplotlib_inline.backend_inline"
@@ -49,7 +60,7 @@ DEFAULTS = {
 }
 
 
-class SiteError(Exception):
+class SiteError(TitoError):
     """The site cannot be built (bad configuration, a failing notebook, jupyter-book, a leak)."""
 
 
@@ -118,6 +129,9 @@ def jupyter_book_command() -> list[str]:
     if not version.startswith("1."):
         raise SiteError(f"jupyter-book {version} is installed; the site needs 1.x (2.x fetches its theme "
                         f"from the network at build time): {INSTALL_HINT}")
+    if importlib.util.find_spec(MATHJAX_EXTENSION) is None:
+        raise SiteError(f"{MATHJAX_EXTENSION} is not installed (it bundles MathJax, so formulas typeset "
+                        f"with no network): {INSTALL_HINT}")
     # the package has no __main__; call its click entry point with this interpreter
     return [sys.executable, "-c", "import sys; from jupyter_book.cli.main import main; sys.exit(main())"]
 
@@ -181,8 +195,37 @@ def about_cell(module: Module, published: dict[str, Module], registry: dict[str,
     return "\n".join(lines)
 
 
+def _is_directive(line: str) -> bool:
+    return bool(DIRECTIVE.match(line) or NBDEV_DIRECTIVE.match(line))
+
+
+def without_directives(cells: list) -> list:
+    """The cells as nbdev's documentation shows them: `#|` directive lines taken out of code cells,
+    a cell holding nothing else left out, and a cell marked `#| hide` left out with its output.
+    The directives steer `tito export`; on a page they are noise."""
+    shown = []
+    for cell in cells:
+        if cell.cell_type != "code":
+            shown.append(cell)
+            continue
+        lines = cell.source.splitlines()
+        directives = [line for line in lines if _is_directive(line)]
+        if not directives:
+            shown.append(cell)
+            continue
+        if any(NBDEV_HIDE.match(line) for line in directives):
+            continue
+        code = "\n".join(line for line in lines if not _is_directive(line)).strip("\n")
+        if not code.strip() and not cell.get("outputs"):
+            continue
+        cell.source = code
+        shown.append(cell)
+    return shown
+
+
 def module_page(module: Module, executed: nbformat.NotebookNode, about: str) -> nbformat.NotebookNode:
-    """The student notebook of `module` with the outputs of the executed reference notebook."""
+    """The student notebook of `module` with the outputs of the executed reference notebook, its
+    nbdev directives taken out."""
     page = to_notebook(module.source, text=student_text(module.source.read_text()))
     if [c.cell_type for c in page.cells] != [c.cell_type for c in executed.cells]:
         raise SiteError(f"{module.rel(module.source)}: the student and reference notebooks do not have the "
@@ -191,6 +234,7 @@ def module_page(module: Module, executed: nbformat.NotebookNode, about: str) -> 
         if mine.cell_type == "code":
             mine.outputs = ref.get("outputs", [])
             mine.execution_count = ref.get("execution_count")
+    page.cells = without_directives(page.cells)
     page.metadata.pop("jupytext", None)
     if "language_info" in executed.metadata:
         page.metadata["language_info"] = executed.metadata["language_info"]
@@ -211,7 +255,8 @@ def modules_table(modules: list[Module], published: dict[str, Module], registry:
 
 
 def book_config(config: dict, logo: str) -> dict:
-    """Jupyter Book's _config.yml: execution off (outputs come from the reference run), offline."""
+    """Jupyter Book's _config.yml: execution off (outputs come from the reference run), offline
+    (MathJax from the site itself, never from a CDN)."""
     launch, repo = config["launch"], config["repository"]
     return {
         "title": config["title"],
@@ -237,7 +282,9 @@ def book_config(config: dict, logo: str) -> dict:
             "home_page_in_navbar": True,
             "announcement": config["announcement"] or "",
         },
-        "sphinx": {"config": {"html_show_copyright": bool(config["copyright"]),
+        "sphinx": {"extra_extensions": [MATHJAX_EXTENSION],
+                   "config": {"html_show_copyright": bool(config["copyright"]),
+                              "mathjax_path": MATHJAX_PATH,
                               "myst_html_meta": {"description": config["description"] or config["title"]}}},
     }
 
@@ -274,6 +321,10 @@ def write_book(root: Path, book: Path, config: dict, modules: list[Module],
         logo = "_static/" + src.name
         (book / "_static").mkdir(exist_ok=True)
         shutil.copy2(src, book / logo)
+
+    if (site_dir / STYLESHEET).is_file():     # jupyter-book links every .css file of _static/ from each page
+        (book / "_static").mkdir(exist_ok=True)
+        shutil.copy2(site_dir / STYLESHEET, book / "_static" / STYLESHEET)
 
     chapters = []
     for m in modules:

@@ -1,13 +1,17 @@
 """`tito site build`: the course website, loaded in a real browser (headless Chromium).
 
 The site is built for module 15 only (the fastest), served by `python -m http.server` and opened in
-Chromium: the module page renders, its plots are PNG images that load, and no solution text is in
-the files or on the rendered page, while the stubs are. Screenshots go to .artifacts/.
+Chromium with no network but that server: the module page renders, its formulas are typeset by the
+MathJax the site carries, its code shows no nbdev directive and no line runs past the edge, its plots
+are PNG images that load, and no solution text is in the files or on the rendered page, while the
+stubs are. Screenshots go to .artifacts/.
 """
 from __future__ import annotations
 
+import html.parser
 import json
 import os
+import re
 import shutil
 import signal
 import socket
@@ -26,7 +30,7 @@ import yaml
 from tito.registry import all_modules, resolve
 from tito.release import find_leaks, solution_lines
 from tito.source import solution_regions
-from tito.site import MARKER, SiteError, load_config, page_text, site_leaks
+from tito.site import MARKER, MATHJAX_PATH, STYLESHEET, SiteError, load_config, page_text, site_leaks, without_directives
 from _tooling import REPO, run_tito
 
 pytestmark = pytest.mark.slow
@@ -37,7 +41,11 @@ ARTIFACTS = REPO / ".artifacts"
 PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
 CHROMIUM_FLAGS = ("--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
                   "--disable-background-networking", "--disable-component-update", "--disable-sync",
-                  "--hide-scrollbars", "--mute-audio")
+                  "--hide-scrollbars", "--mute-audio",
+                  # no network but the local server: the site must work offline (a classroom, CI)
+                  "--host-resolver-rules=MAP * ~NOTFOUND , EXCLUDE 127.0.0.1")
+TEX_DELIMITERS = re.compile(r"\\\(|\\\[|\$\$")      # \( \[ $$: TeX that MathJax has not typeset
+DIRECTIVE_LINE = re.compile(r"^\s*#\|", re.M)
 
 
 # ----------------------------------------------------------------------------- fixtures
@@ -128,6 +136,85 @@ def dom(chromium, server):
     return markup, page_text(markup)
 
 
+class _Visible(html.parser.HTMLParser):
+    """The text of a page a reader sees: without scripts and styles (page_text keeps them)."""
+
+    def __init__(self):
+        super().__init__(convert_charrefs=True)
+        self.parts: list[str] = []
+        self.hidden = 0
+
+    def handle_starttag(self, tag, attrs):
+        self.hidden += tag in ("script", "style", "template")
+
+    def handle_endtag(self, tag):
+        self.hidden -= tag in ("script", "style", "template") and self.hidden > 0
+
+    def handle_data(self, data):
+        if not self.hidden:
+            self.parts.append(data)
+
+
+def visible_text(markup: str) -> str:
+    parser = _Visible()
+    parser.feed(markup)
+    parser.close()
+    return "".join(parser.parts)
+
+
+class _Resources(html.parser.HTMLParser):
+    """The scripts and stylesheets a page loads: (tag, URL)."""
+
+    def __init__(self):
+        super().__init__(convert_charrefs=True)
+        self.urls: list[tuple[str, str]] = []
+
+    def handle_starttag(self, tag, attrs):
+        attrs = dict(attrs)
+        if tag == "script" and attrs.get("src"):
+            self.urls.append((tag, attrs["src"]))
+        elif tag == "link" and attrs.get("href") and set((attrs.get("rel") or "").lower().split()) & {
+                "stylesheet", "preload", "modulepreload", "prefetch"}:
+            self.urls.append((tag, attrs["href"]))
+
+
+def resources(markup: str) -> list[tuple[str, str]]:
+    parser = _Resources()
+    parser.feed(markup)
+    parser.close()
+    return parser.urls
+
+
+HARNESS = """<!doctype html><html><body style="margin:0"><pre id="result">pending</pre>
+<iframe id="f" style="border:0;width:%(width)dpx;height:1000px"></iframe>
+<script>
+const frame = document.getElementById('f');
+frame.addEventListener('load', async () => {   // the page and its images have loaded (or failed)
+  const win = frame.contentWindow, doc = frame.contentDocument;
+  let result;
+  try {
+    if (win.MathJax && win.MathJax.startup && win.MathJax.startup.promise) await win.MathJax.startup.promise;
+    await doc.fonts.ready;
+    result = (%(probe)s)(win, doc);
+  } catch (err) { result = {error: String(err)}; }
+  document.getElementById('result').textContent = JSON.stringify(result);
+});
+frame.src = 'html/%(page)s';
+</script></body></html>"""
+
+
+def probe_page(chromium: str, server: "Served", name: str, probe: str, width: int = 1200) -> dict:
+    """Load the module page in an iframe `width` pixels wide, wait until MathJax has typeset it and
+    its fonts are in, and return what the JavaScript function `probe(window, document)` returns."""
+    harness = Path(server.folder) / f"{name}.html"
+    harness.write_text(HARNESS % {"width": width, "probe": probe, "page": PAGE})
+    markup = run_chromium(chromium, f"--window-size={width + 50},1100", "--virtual-time-budget=15000",
+                          "--dump-dom", f"{server}/{name}.html")
+    result = json.loads(page_text(markup.split('<pre id="result">', 1)[1].split("</pre>", 1)[0]))
+    assert "error" not in result, result
+    return result
+
+
 def png_size(data: bytes) -> tuple[int, int]:
     assert data[:8] == PNG_SIGNATURE, "not a PNG file"
     assert data[12:16] == b"IHDR", "a PNG file starts with its IHDR chunk"
@@ -173,7 +260,101 @@ def test_no_solution_text_in_the_built_site(built):
     assert find_leaks(book, secrets) == [], "the generated book holds no solution either"
 
 
+def test_the_site_carries_its_math_renderer(built):
+    """No page loads a script or stylesheet from another site: MathJax and its fonts are in _static/."""
+    _, out, book = built
+    assert yaml.safe_load((book / "_config.yml").read_text())["sphinx"]["config"]["mathjax_path"] == MATHJAX_PATH
+    remote = []
+    for page in sorted(out.rglob("*.html")):
+        for tag, url in resources(page.read_text()):
+            if re.match(r"^([a-z][a-z0-9+.-]*:)?//", url, re.I):
+                remote.append(f"{page.relative_to(out)}: <{tag}> {url}")
+    assert not remote, "pages load resources from the network:\n" + "\n".join(remote)
+    module_page = (out / PAGE).read_text()
+    assert len(re.findall(r'class="math notranslate nohighlight"', module_page)) >= 10, "the page has formulas"
+    scripts = [url for tag, url in resources(module_page) if tag == "script" and "mathjax" in url.lower()]
+    assert len(scripts) == 1 and scripts[0].split("?")[0].endswith("_static/" + MATHJAX_PATH), scripts
+    assert (out / PAGE).parent.joinpath(scripts[0].split("?")[0]).resolve().is_file()
+    mathjax = out / "_static" / MATHJAX_PATH
+    fonts = list((mathjax.parent / "output" / "chtml" / "fonts" / "woff-v2").glob("MathJax_*.woff"))
+    assert len(fonts) > 10, "MathJax's fonts come with it"
+
+
+def test_directives_are_not_on_the_page(built):
+    """nbdev's `#| default_exp` / `#| export` steer the export; the page shows neither (as nbdev's docs)."""
+    _, out, book = built
+    m = resolve(MODULE, REPO)
+    source = m.source.read_text()
+    assert "#| default_exp" in source and "#| export" in source, "the module has directives to hide"
+    nb = json.loads((book / "modules/15_quantization/quantization_dev.ipynb").read_text())
+    code = ["".join(c["source"]) for c in nb["cells"] if c["cell_type"] == "code"]
+    assert not [src for src in code if DIRECTIVE_LINE.search(src)]
+    assert all(src.strip() for src in code), "a cell that held only a directive is left out"
+    assert "import numpy as np" in code, "an exported cell stays, without its directive"
+    text = page_text((out / PAGE).read_text())
+    assert "#|" not in text and "default_exp" not in text
+
+
+def test_without_directives_rules():
+    from nbformat.v4 import new_code_cell, new_markdown_cell, new_output
+    cells = [new_code_cell("#| default_exp quantize"),
+             new_code_cell("#| export\nimport numpy as np"),
+             new_code_cell("#| exporti\n\ndef _helper():\n    return 1\n"),
+             new_code_cell("#| hide\nfrom tinyq import secret_setup", outputs=[new_output("stream", text="hi")]),
+             new_code_cell("x = 1  # | a comment that only looks like one\n# | col | col |"),
+             new_code_cell("#|export\n    #| export\nprint(1)", outputs=[new_output("stream", text="1")]),
+             new_markdown_cell("#| export is how a cell reaches the package")]
+    shown = without_directives(cells)
+    assert [c.source for c in shown] == ["import numpy as np", "def _helper():\n    return 1",
+                                         "x = 1  # | a comment that only looks like one\n# | col | col |",
+                                         "print(1)", "#| export is how a cell reaches the package"]
+    assert shown[3].outputs[0].text == "1"
+
+
+def test_code_stylesheet_is_on_every_page(built):
+    _, out, _ = built
+    css = out / "_static" / STYLESHEET
+    assert css.read_text() == (REPO / "site" / STYLESHEET).read_text()
+    assert re.search(r"white-space:\s*pre-wrap", css.read_text())
+    for page in [out / "index.html", out / "LEARNING_PATH.html", out / PAGE]:
+        links = [url for tag, url in resources(page.read_text()) if tag == "link"]
+        assert any(url.split("?")[0].endswith("_static/" + STYLESHEET) for url in links), page
+
+
 # ----------------------------------------------------------------------------- in the browser
+
+def test_formulas_are_typeset(dom, built):
+    """MathJax (from the site, the browser has no network) replaced every formula's TeX."""
+    markup, _ = dom
+    _, out, _ = built
+    formulas = len(re.findall(r'class="math notranslate nohighlight"', (out / PAGE).read_text()))
+    assert markup.count("<mjx-container") >= formulas >= 10, "every formula is typeset"
+    shown = visible_text(markup)
+    raw = TEX_DELIMITERS.findall(shown)
+    assert not raw, f"{len(raw)} formula(s) still show as TeX, e.g. " + shown[shown.find(raw[0]):][:80]
+    assert not DIRECTIVE_LINE.search(shown), "an nbdev directive is on the page"
+
+
+@pytest.mark.parametrize("width", [1200, 480])
+def test_math_fonts_load_and_code_lines_fit(chromium, server, width):
+    """MathJax's fonts load from the site, and no code block hides part of a line past its right edge
+    (a hidden scrollbar is no help in a screenshot or a print), on a wide and a phone-sized screen."""
+    result = probe_page(chromium, server, f"fit-{width}", """(win, doc) => ({
+      mathjax: win.MathJax && win.MathJax.version,
+      formulas: doc.querySelectorAll('mjx-container').length,
+      fonts: Array.from(doc.fonts).filter(f => /MJX/.test(f.family)).map(f => [f.family, f.status]),
+      blocks: Array.from(doc.querySelectorAll('.bd-article pre')).map(p => ({
+        start: p.textContent.slice(0, 60), scroll: p.scrollWidth, client: p.clientWidth,
+        whiteSpace: win.getComputedStyle(p).whiteSpace}))})""", width=width)
+    blocks = result["blocks"]
+    assert len(blocks) >= 20 and all(b["client"] > 0 for b in blocks), blocks[:3]
+    cut = [b for b in blocks if b["scroll"] > b["client"] + 1]
+    assert not cut, f"{len(cut)} code block(s) run past the right edge at {width} px: {cut[:3]}"
+    assert {b["whiteSpace"] for b in blocks} == {"pre-wrap"}
+    assert str(result.get("mathjax")).startswith("3.") and result["formulas"] >= 10, result
+    loaded = [family for family, status in result["fonts"] if status == "loaded"]
+    failed = [family for family, status in result["fonts"] if status == "error"]
+    assert loaded and not failed, f"MathJax fonts: {result['fonts']}"
 
 def test_module_page_renders_stubs_and_no_solutions(dom, chromium, server, tmp_path):
     markup, text = dom
@@ -195,14 +376,16 @@ def test_module_page_renders_stubs_and_no_solutions(dom, chromium, server, tmp_p
 
     ARTIFACTS.mkdir(exist_ok=True)
     top = ARTIFACTS / "site-15_quantization.png"
-    run_chromium(chromium, "--window-size=1200,2000", f"--screenshot={top}", f"{server}/html/{PAGE}")
+    run_chromium(chromium, "--window-size=1200,2000", "--virtual-time-budget=5000", f"--screenshot={top}",
+                 f"{server}/html/{PAGE}")
     # the systems analysis, seen through a frame scrolled to its heading
     frame = Path(server.folder) / "analysis.html"
     frame.write_text('<!doctype html><html><body style="margin:0"><iframe style="border:0;width:1200px;'
                      f'height:2000px" src="html/{PAGE}#systems-analysis-measured-with-your-functions"></iframe>'
                      '</body></html>')
     analysis = ARTIFACTS / "site-15_quantization-analysis.png"
-    run_chromium(chromium, "--window-size=1200,2000", f"--screenshot={analysis}", f"{server}/analysis.html")
+    run_chromium(chromium, "--window-size=1200,2000", "--virtual-time-budget=5000", f"--screenshot={analysis}",
+                 f"{server}/analysis.html")
     for shot in (top, analysis):
         width, height = png_size(shot.read_bytes())
         assert (width, height) == (1200, 2000) and shot.stat().st_size > 50_000, f"{shot} looks empty"
@@ -210,20 +393,9 @@ def test_module_page_renders_stubs_and_no_solutions(dom, chromium, server, tmp_p
 
 def test_plots_are_pngs_that_load(chromium, server, built):
     folder, out, _ = built
-    harness = folder / "harness.html"
-    harness.write_text("""<!doctype html><html><body><pre id="result">pending</pre><iframe id="f"></iframe>
-<script>
-const frame = document.getElementById('f');
-frame.addEventListener('load', () => {   // fires once the page and all its images have loaded or failed
-  const doc = frame.contentDocument;
-  const images = Array.from(doc.querySelectorAll('img')).map(i => ({src: i.getAttribute('src'),
-    complete: i.complete, width: i.naturalWidth, height: i.naturalHeight}));
-  document.getElementById('result').textContent = JSON.stringify({title: doc.title, images: images});
-});
-frame.src = 'html/%s';
-</script></body></html>""" % PAGE)
-    markup = run_chromium(chromium, "--virtual-time-budget=10000", "--dump-dom", f"{server}/harness.html")
-    result = json.loads(page_text(markup.split('<pre id="result">', 1)[1].split("</pre>", 1)[0]))
+    result = probe_page(chromium, server, "plots", """(win, doc) => ({title: doc.title,
+      images: Array.from(doc.querySelectorAll('img')).map(i => ({src: i.getAttribute('src'),
+        complete: i.complete, width: i.naturalWidth, height: i.naturalHeight}))})""")
     assert result["title"].startswith("Module 15")
     plots = [i for i in result["images"] if "_images/" in i["src"]]
     assert len(plots) >= 3, result
@@ -279,6 +451,11 @@ def test_clear_errors(tmp_path, monkeypatch):
                         lambda name, *a: None if name == "jupyter_book" else real(name, *a))
     result = run_tito(monkeypatch, REPO, "site", "build", "--out", str(tmp_path / "out"))
     assert result.exit_code != 0 and "pip install -e '.[site]'" in result.output
+    monkeypatch.setattr(tito.site.importlib.util, "find_spec",
+                        lambda name, *a: None if name == tito.site.MATHJAX_EXTENSION else real(name, *a))
+    result = run_tito(monkeypatch, REPO, "site", "build", "--out", str(tmp_path / "out"))
+    assert result.exit_code != 0 and "pip install -e '.[site]'" in result.output
+    assert "sphinx-mathjax-offline is not installed" in " ".join(result.output.split())
     monkeypatch.undo()
 
     (tmp_path / "course" / "site").mkdir(parents=True)

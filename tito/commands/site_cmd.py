@@ -6,18 +6,17 @@ from pathlib import Path
 from typing import List, Optional
 
 import typer
-from rich.markup import escape
 
-from ..console import console, fail
-from ..registry import RegistryError, find_root
-from ..site import DEFAULT_BOOK, DEFAULT_OUT, SiteError, build_site
-from ..source import SourceError
+from ..console import console, escape, reports_errors, say
+from ..registry import find_root
+from ..site import DEFAULT_BOOK, DEFAULT_OUT, build_site
 
 site_app = typer.Typer(help="The course website (Jupyter Book 1.x), configured in site/course.yml.",
                        no_args_is_help=True)
 
 
 @site_app.command("build")
+@reports_errors
 def build(names: Optional[List[str]] = typer.Argument(None, metavar="MODULES",
                                                      help="the same as --modules"),
           out: Optional[Path] = typer.Option(None, "--out", help=f"folder of the HTML site (default: {DEFAULT_OUT})"),
@@ -31,11 +30,8 @@ def build(names: Optional[List[str]] = typer.Argument(None, metavar="MODULES",
     """Build the site: module pages from the student flavour with the reference's outputs, leak-checked."""
     wanted = [n.strip() for item in [*(modules or []), *(names or [])] for n in item.split(",") if n.strip()]
     start = time.perf_counter()
-    try:
-        result = build_site(find_root(), out=out, modules=wanted or None, book=book, timeout=timeout,
-                            progress=lambda message: console.print(f"[dim]{message} ...[/]"))
-    except (RegistryError, SiteError, SourceError) as exc:
-        raise fail(escape(str(exc)))   # messages hold [brackets] such as '.[site]'
+    result = build_site(find_root(), out=out, modules=wanted or None, book=book, timeout=timeout,
+                        progress=lambda message: say(f"{message} ...", "dim"))
     for warning in result.warnings:
         console.print(f"[yellow]jupyter-book:[/] {escape(warning)}", soft_wrap=True)
     for key, seconds in result.seconds.items():
