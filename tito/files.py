@@ -20,15 +20,24 @@ def sha256_of(path: Path) -> str:
     return hashlib.sha256(path.read_bytes()).hexdigest()
 
 
+def _umask() -> int:
+    mask = os.umask(0)
+    os.umask(mask)
+    return mask
+
+
 def write_atomically(files: dict[Path, str | bytes]) -> None:
-    """Write every file or none: temporaries first, then a rename each (atomic per file)."""
+    """Write every file or none: temporaries first, then a rename each (atomic per file). A file
+    keeps its permissions; a new one gets the usual ones (mkstemp's private 0600 would not do)."""
     temps = {}
+    new_mode = 0o666 & ~_umask()
     try:
         for target, content in files.items():
             target.parent.mkdir(parents=True, exist_ok=True)
             fd, tmp = tempfile.mkstemp(prefix=f".{target.name}.", suffix=".tmp", dir=target.parent)
             with os.fdopen(fd, "wb") as handle:
                 handle.write(content.encode() if isinstance(content, str) else content)
+            os.chmod(tmp, target.stat().st_mode & 0o7777 if target.exists() else new_mode)
             temps[target] = tmp
         for target, tmp in temps.items():
             os.replace(tmp, target)

@@ -5,25 +5,46 @@ OUT is never overwritten (refused, or with force moved to a backup first).
 """
 from __future__ import annotations
 
-import hashlib
 import json
 import shutil
 import time
 from dataclasses import dataclass
 from pathlib import Path
 
-import jupytext
-
 from .errors import TitoError
 from .export import export_modules
-from .notebooks import to_notebook
+from .files import move_aside, sha256_of, write_atomically
+from .notebooks import sync
 from .registry import Module, all_modules
-from .source import solution_regions, student_text
+from .source import add_markdown_after_title, solution_regions, student_text
 
 MANIFEST = ".tinyq-release.json"
-TOP_LEVEL = ("pyproject.toml", "README.md", "LEARNING_PATH.md", "docs", "tito", "tinyq", "modules", "tests",
+TOP_LEVEL = ("pyproject.toml", "LEARNING_PATH.md", "jupytext.toml", "tito", "tinyq", "modules", "tests",
              "benchmarks")
-SKIP_TESTS = ("tooling", "notebooks")            # instructor-side checks of this repository itself
+SKIP_TESTS = ("tooling", "notebooks", "support")  # instructor-side checks of this repository itself
+# what only an instructor runs: absent from the learner's tito (and so from `tito --help`)
+INSTRUCTOR_ONLY = ("tito/release.py", "tito/grade.py", "tito/site.py", "tito/commands/release_cmd.py",
+                   "tito/commands/grade_cmd.py", "tito/commands/site_cmd.py")
+STUDENT_README = Path(__file__).parent / "templates" / "README.student.md"   # the release's README.md
+STUDENT_GITIGNORE = """# written by tito release: what a learner's git should not track
+.venv/
+venv/
+__pycache__/
+*.pyc
+*.egg-info/
+.ipynb_checkpoints/
+.pytest_cache/
+.hypothesis/
+.tito/
+"""
+# never a learner's work: environments and caches (not listed when a release refuses to overwrite)
+NOT_WORK = (".venv", "venv", ".git", "__pycache__", ".ipynb_checkpoints", ".pytest_cache", ".hypothesis",
+            ".tito", "build", "dist")
+LEARNER_NOTE = (
+    "> **Working through this notebook.** Each exercise is a cell marked `# YOUR CODE HERE`, followed by\n"
+    "> a test cell. Running the whole notebook stops with `NotImplementedError` at the first exercise\n"
+    "> you have not done yet: that is expected. Fill it in, run it and its test, then go on.\n"
+    "> `tito test {number}` grades your work (it exports this notebook into `tinyq/` first).")
 IGNORE = shutil.ignore_patterns("__pycache__", "*.pyc", "*.ipynb", ".ipynb_checkpoints", "*.egg-info")
 MIN_LEAK_CHARS = 40                                # a shorter line alone is not evidence
 
@@ -44,12 +65,15 @@ def _hidden(path: Path) -> bool:
     return "_hidden" in path.name
 
 
-def _digest(path: Path) -> str:
-    return hashlib.sha256(path.read_bytes()).hexdigest()
-
-
 def _files(folder: Path) -> list[Path]:
     return sorted(p for p in folder.rglob("*") if p.is_file() and "__pycache__" not in p.parts)
+
+
+def _work_files(folder: Path) -> list[Path]:
+    """Files of a learner's folder that could be their work: environments and caches left out."""
+    return sorted(p for p in folder.rglob("*") if p.is_file()
+                  and not any(part in NOT_WORK or part.endswith(".egg-info")
+                              for part in p.relative_to(folder).parts[:-1]))
 
 
 def learner_changes(out: Path) -> list[str]:
@@ -61,14 +85,15 @@ def learner_changes(out: Path) -> list[str]:
         return ["(no release manifest: the folder was not written by tito release)"]
     recorded = json.loads(manifest.read_text())["files"]
     changed = []
-    for path in _files(out):
+    for path in _work_files(out):
         rel = path.relative_to(out).as_posix()
-        if rel == MANIFEST or rel.startswith(".tito/"):
+        if rel == MANIFEST:
             continue
-        if recorded.get(rel) != _digest(path):
+        if recorded.get(rel) != sha256_of(path):
             changed.append(rel)
     changed.extend(rel for rel in recorded if not (out / rel).exists())
-    return sorted(changed)
+    # the learner's modules first: that is the work a person wants to hear about
+    return sorted(changed, key=lambda rel: (not rel.startswith("modules/"), rel))
 
 
 @dataclass
@@ -153,20 +178,25 @@ def build(root: Path, staging: Path) -> list[Module]:
             shutil.copy2(src, staging / name)
     for sub in SKIP_TESTS:
         shutil.rmtree(staging / "tests" / sub, ignore_errors=True)
+    for rel in INSTRUCTOR_ONLY:
+        (staging / rel).unlink(missing_ok=True)
+    write_atomically({staging / "README.md": STUDENT_README.read_text(),
+                      staging / ".gitignore": STUDENT_GITIGNORE})
     for path in list((staging / "tests").rglob("*")):
         if path.is_file() and _hidden(path):
             path.unlink()
     shutil.rmtree(staging / "tinyq" / "__pycache__", ignore_errors=True)
     released = all_modules(staging)
     for m in released:
-        m.source.write_text(student_text(m.source.read_text()))
-        jupytext.write(to_notebook(m.source), m.source.with_suffix(".ipynb"), fmt="ipynb")
+        text = student_text(m.source.read_text())
+        m.source.write_text(add_markdown_after_title(text, LEARNER_NOTE.format(number=m.number)))
+        sync(m, create=True)    # the paired notebook, and the record that the pair agrees
     export_modules(released)   # every learner function now raises NotImplementedError
     return released
 
 
 def write_manifest(folder: Path) -> None:
-    files = {p.relative_to(folder).as_posix(): _digest(p) for p in _files(folder)}
+    files = {p.relative_to(folder).as_posix(): sha256_of(p) for p in _work_files(folder)}
     (folder / MANIFEST).write_text(json.dumps({"created": time.strftime("%Y-%m-%dT%H:%M:%S"),
                                                "files": files}, indent=1))
 
@@ -176,14 +206,16 @@ def release(root: Path, out: Path, force: bool = False) -> tuple[list[Module], P
     out = out.resolve()
     if out == root or root in out.parents:
         raise ReleaseError(f"{out} is inside the course folder; release somewhere else")
+    if out.exists() and not out.is_dir():
+        raise ReleaseError(f"{out} is a file, not a folder: name a new or existing folder for the release")
     missing = [m.rel(m.source) for m in all_modules(root) if not m.source.exists()]
     if missing:
         raise ReleaseError(f"module source(s) missing: {', '.join(missing)}")
     changed = learner_changes(out)
     if changed and not force:
-        shown = ", ".join(changed[:5]) + (" ..." if len(changed) > 5 else "")
-        raise ReleaseError(f"{out} holds work that a release would overwrite ({shown}); "
-                           "choose another folder, or pass --force to move it to a backup first")
+        more = f" and {len(changed) - 5} more" if len(changed) > 5 else ""
+        raise ReleaseError(f"{out} holds work that a release would overwrite: {', '.join(changed[:5])}{more}. "
+                           "Choose another folder, or pass --force to move it to a backup first.")
     out.parent.mkdir(parents=True, exist_ok=True)
     staging = out.parent / f".{out.name}.staging-{int(time.time() * 1000)}"
     staging.mkdir()
@@ -197,8 +229,7 @@ def release(root: Path, out: Path, force: bool = False) -> tuple[list[Module], P
         backup = None
         if out.exists() and any(out.iterdir()):
             if changed:
-                backup = out.parent / f"{out.name}.backup-{time.strftime('%Y%m%d-%H%M%S')}"
-                out.rename(backup)
+                backup = move_aside(out)
             else:
                 shutil.rmtree(out)
         elif out.exists():

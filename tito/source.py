@@ -150,3 +150,17 @@ def solution_regions(path: Path, text: str | None = None) -> list[tuple[str, lis
             elif current is not None:
                 current.append(line)
     return regions
+
+
+def add_markdown_after_title(text: str, markdown: str) -> str:
+    """The source with a markdown cell holding `markdown` inserted after its first markdown cell
+    (the module's title), e.g. the release's note on running a notebook full of stubs."""
+    lines = text.splitlines(keepends=True)
+    headers = [i for i, line in enumerate(lines) if CELL_HEADER.match(line)]
+    first_md = next((i for i in headers if "[markdown]" in lines[i]), None)
+    if first_md is None:
+        return text
+    following = [i for i in headers if i > first_md]
+    at = following[0] if following else len(lines)
+    cell = "# %% [markdown]\n" + "".join(f"# {line}".rstrip() + "\n" for line in markdown.splitlines()) + "\n"
+    return "".join(lines[:at]) + cell + "".join(lines[at:])

@@ -4,25 +4,22 @@ from pathlib import Path
 
 import typer
 
-from ..console import console, fail
-from ..registry import RegistryError, find_root
-from ..release import ReleaseError, release as build_release
-from ..source import SourceError
+from ..console import reports_errors, say
+from ..registry import find_root
+from ..release import release as build_release
 
 
+@reports_errors
 def release(out: Path = typer.Argument(..., help="folder to write the student flavour into"),
             force: bool = typer.Option(False, "--force",
                                        help="if OUT holds a learner's work, move it to a backup and release")) -> None:
-    """Build the student flavour: solutions stripped, hidden tests removed, package re-exported."""
-    try:
-        modules, backup = build_release(find_root(), out, force=force)
-    except (RegistryError, ReleaseError, SourceError) as exc:
-        raise fail(str(exc))
+    """Build the student flavour: solutions stripped, hidden tests removed, package re-exported,
+    its own README, .gitignore and a learner's tito."""
+    modules, backup = build_release(find_root(), out, force=force)
     if backup:
-        console.print(f"[yellow]moved the previous contents of {out} to {backup}[/]")
-    console.print(f"[green]released[/] {len(modules)} module(s) to {out}: "
-                  + ", ".join(m.key for m in modules))
-    console.print("no solution text survives in any released file (checked)")
+        say(f"moved the previous contents of {out} to {backup}", "yellow")
+    say(f"released {len(modules)} module(s) to {out}: " + ", ".join(m.key for m in modules), "green")
+    say("no solution text survives in any released file (checked)")
 
 
 def register(app: typer.Typer) -> None:

@@ -30,6 +30,7 @@ OPTIONAL = {o.name: o for o in (
     Optional_("safetensors", "llm", "loading MiniLM's weights (planned module 22)"),
     Optional_("jupyterlab", "lab", "tito lab: JupyterLab with paired notebooks"),
     Optional_("jupyter_book", "site", "tito site build: the course website"),
+    Optional_("sphinx_mathjax_offline", "site", "formulas typeset on the course site with no network"),
     Optional_("cupy", "gpu", "CuPy GPU kernels (planned: module 20 and module 21's GPU half)"),
 )}
 
