@@ -13,7 +13,7 @@ import typer
 from .commands import doctor_cmd, export_cmd, notebooks_cmd, status_cmd, test_cmd
 
 LEARNER = (export_cmd, test_cmd, status_cmd, notebooks_cmd, doctor_cmd)
-INSTRUCTOR = ("release_cmd", "grade_cmd", "site_cmd")
+INSTRUCTOR = ("release_cmd", "grade_cmd", "site_cmd", "new_cmd")
 
 
 def _instructor_groups() -> list:
@@ -23,7 +23,7 @@ def _instructor_groups() -> list:
             groups.append(importlib.import_module(f"{__package__}.commands.{name}"))
         except ModuleNotFoundError as exc:
             if exc.name not in (f"{__package__}.commands.{name}", f"{__package__}.release",
-                                f"{__package__}.grade", f"{__package__}.site"):
+                                f"{__package__}.grade", f"{__package__}.site", f"{__package__}.scaffold"):
                 raise                     # a missing library is an error, not a learner's copy
     return groups
 

@@ -23,8 +23,9 @@ TOP_LEVEL = ("pyproject.toml", "LEARNING_PATH.md", "jupytext.toml", "tito", "tin
              "benchmarks")
 SKIP_TESTS = ("tooling", "notebooks", "support")  # instructor-side checks of this repository itself
 # what only an instructor runs: absent from the learner's tito (and so from `tito --help`)
-INSTRUCTOR_ONLY = ("tito/release.py", "tito/grade.py", "tito/site.py", "tito/commands/release_cmd.py",
-                   "tito/commands/grade_cmd.py", "tito/commands/site_cmd.py")
+INSTRUCTOR_ONLY = ("tito/release.py", "tito/grade.py", "tito/site.py", "tito/scaffold.py",
+                   "tito/commands/release_cmd.py", "tito/commands/grade_cmd.py", "tito/commands/site_cmd.py",
+                   "tito/commands/new_cmd.py", "tito/templates/new")
 STUDENT_README = Path(__file__).parent / "templates" / "README.student.md"   # the release's README.md
 STUDENT_GITIGNORE = """# written by tito release: what a learner's git should not track
 .venv/
@@ -179,7 +180,8 @@ def build(root: Path, staging: Path) -> list[Module]:
     for sub in SKIP_TESTS:
         shutil.rmtree(staging / "tests" / sub, ignore_errors=True)
     for rel in INSTRUCTOR_ONLY:
-        (staging / rel).unlink(missing_ok=True)
+        path = staging / rel
+        shutil.rmtree(path) if path.is_dir() else path.unlink(missing_ok=True)
     write_atomically({staging / "README.md": STUDENT_README.read_text(),
                       staging / ".gitignore": STUDENT_GITIGNORE})
     for path in list((staging / "tests").rglob("*")):
