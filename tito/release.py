@@ -13,7 +13,7 @@ from pathlib import Path
 
 from .errors import TitoError
 from .export import export_modules
-from .files import move_aside, sha256_of, write_atomically
+from .files import STATE_DIR, move_aside, sha256_of, write_atomically
 from .notebooks import sync
 from .registry import Module, all_modules
 from .source import add_markdown_after_title, solution_regions, student_text
@@ -197,6 +197,20 @@ def build(root: Path, staging: Path) -> list[Module]:
     return released
 
 
+def _carry_over_environment(old: Path, new: Path) -> None:
+    """Redoing an untouched release keeps what is not course material: the learner's virtual
+    environment, git history and tito state (scores, backups; the new pair records win)."""
+    for name in (".venv", "venv", ".git"):
+        if (old / name).exists():
+            (old / name).rename(new / name)
+    state = old / STATE_DIR
+    if state.is_dir():
+        (new / STATE_DIR).mkdir(exist_ok=True)
+        for child in state.iterdir():
+            if not (new / STATE_DIR / child.name).exists():
+                child.rename(new / STATE_DIR / child.name)
+
+
 def write_manifest(folder: Path) -> None:
     files = {p.relative_to(folder).as_posix(): sha256_of(p) for p in _work_files(folder)}
     (folder / MANIFEST).write_text(json.dumps({"created": time.strftime("%Y-%m-%dT%H:%M:%S"),
@@ -233,6 +247,7 @@ def release(root: Path, out: Path, force: bool = False) -> tuple[list[Module], P
             if changed:
                 backup = move_aside(out)
             else:
+                _carry_over_environment(out, staging)
                 shutil.rmtree(out)
         elif out.exists():
             out.rmdir()

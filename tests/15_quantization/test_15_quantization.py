@@ -7,18 +7,19 @@ from hypothesis import HealthCheck, given, settings, strategies as st
 
 import tinyq.quantize as tq
 from _15_helpers import as_list
+from tito.grading.kit import check_call
 
 
-# ---------------------------------------------------------------- qrange (4 points)
+# ---------------------------------------------------------------- qrange
 @pytest.mark.points(2, exercise="qrange")
 def test_qrange_known_ranges():
-    assert tq.qrange(8) == (-128, 127)
-    assert tq.qrange(8, narrow=True) == (-127, 127)
-    assert tq.qrange(8, signed=False) == (0, 255)
-    assert tq.qrange(4) == (-8, 7)
-    assert tq.qrange(4, narrow=True) == (-7, 7)
-    assert tq.qrange(2, signed=False) == (0, 3)
-    assert tq.qrange(16) == (-32768, 32767)
+    check_call(tq.qrange, 8, expected=(-128, 127))
+    check_call(tq.qrange, 8, narrow=True, expected=(-127, 127))
+    check_call(tq.qrange, 8, signed=False, expected=(0, 255))
+    check_call(tq.qrange, 4, expected=(-8, 7))
+    check_call(tq.qrange, 4, narrow=True, expected=(-7, 7))
+    check_call(tq.qrange, 2, signed=False, expected=(0, 3))
+    check_call(tq.qrange, 16, expected=(-32768, 32767))
 
 
 @pytest.mark.points(1, exercise="qrange")
@@ -26,19 +27,21 @@ def test_qrange_rejects_bad_arguments():
     for bad in (0, 1, 17, 8.0, "8"):
         with pytest.raises(ValueError):
             tq.qrange(bad)
+            pytest.fail(f"qrange({bad!r}) returned instead of raising ValueError")
     with pytest.raises(ValueError):
         tq.qrange(8, signed=False, narrow=True)
+        pytest.fail("qrange(8, signed=False, narrow=True) returned instead of raising ValueError")
 
 
-# ---------------------------------------------------------------- symmetric_qparams (6 points)
+# ---------------------------------------------------------------- symmetric_qparams
 @pytest.mark.points(2, exercise="symmetric_qparams")
 def test_symmetric_scalar(only):
     only("symmetric_qparams")
-    scale, zp = tq.symmetric_qparams(12.7)
-    assert np.asarray(scale).dtype == np.float32 and np.asarray(scale).shape == ()
-    assert scale == np.float32(12.7 / 127) and zp == 0
-    scale, _ = tq.symmetric_qparams(7.0, bits=4)      # narrow 4-bit: qmax 7
-    assert scale == np.float32(1.0)
+    scale, zp = check_call(tq.symmetric_qparams, 12.7, expected=(np.float32(12.7 / 127), 0))
+    assert np.asarray(scale).dtype == np.float32 and np.asarray(scale).shape == (), (
+        f"symmetric_qparams(12.7): the scale must be a float32 scalar, got {np.asarray(scale).dtype} "
+        f"of shape {np.asarray(scale).shape}")
+    check_call(tq.symmetric_qparams, 7.0, bits=4, expected=(np.float32(1.0), 0))   # narrow 4-bit: qmax 7
 
 
 @pytest.mark.points(2, exercise="symmetric_qparams")
@@ -51,28 +54,24 @@ def test_symmetric_per_channel_and_zero(only):
     assert np.all(zp == 0)
 
 
-# ---------------------------------------------------------------- asymmetric_qparams (4 of 7 points)
+# ---------------------------------------------------------------- asymmetric_qparams
 @pytest.mark.points(2, exercise="asymmetric_qparams")
 def test_asymmetric_anchors(only):
     only("asymmetric_qparams")
-    scale, zp = tq.asymmetric_qparams(0.0, 2.55)
-    assert scale == np.float32(0.01) and zp == 0
-    scale, zp = tq.asymmetric_qparams(-1.0, 1.0)
-    assert scale == np.float32(2 / 255) and zp == 128      # 127.5 rounds half to even
-    scale, zp = tq.asymmetric_qparams(-1.0, 1.0, signed=True)
-    assert zp == 0                                          # -128 + 127.5 -> -0.5 -> 0
+    check_call(tq.asymmetric_qparams, 0.0, 2.55, expected=(np.float32(0.01), 0))
+    check_call(tq.asymmetric_qparams, -1.0, 1.0, expected=(np.float32(2 / 255), 128))   # 127.5: half to even
+    check_call(tq.asymmetric_qparams, -1.0, 1.0, signed=True,
+               expected=(np.float32(2 / 255), 0))                                    # -128 + 127.5 -> 0
 
 
 @pytest.mark.points(2, exercise="asymmetric_qparams")
 def test_asymmetric_range_includes_zero(only):
     only("asymmetric_qparams")
-    scale, zp = tq.asymmetric_qparams(0.5, 2.0)             # widened to [0, 2]
-    assert scale == np.float32(2.0 / 255) and zp == 0
-    scale, zp = tq.asymmetric_qparams(-4.0, -1.0)           # widened to [-4, 0]
-    assert scale == np.float32(4.0 / 255) and zp == 255
+    check_call(tq.asymmetric_qparams, 0.5, 2.0, expected=(np.float32(2.0 / 255), 0))      # widened to [0, 2]
+    check_call(tq.asymmetric_qparams, -4.0, -1.0, expected=(np.float32(4.0 / 255), 255))  # widened to [-4, 0]
 
 
-# ---------------------------------------------------------------- quantize (8 of 12 points)
+# ---------------------------------------------------------------- quantize
 @pytest.mark.points(2, exercise="quantize")
 def test_quantize_onnx_anchor(only):
     only("quantize")
@@ -129,7 +128,7 @@ def test_quantize_round_trip_within_half_step(data, scale, only):
     assert np.all(q[x > 127 * scale] == 127) and np.all(q[x < -127 * scale] == -127)
 
 
-# ---------------------------------------------------------------- dequantize (3 of 5 points)
+# ---------------------------------------------------------------- dequantize
 @pytest.mark.points(2, exercise="dequantize")
 def test_dequantize_values_and_dtype(only):
     only("dequantize")
@@ -149,7 +148,7 @@ def test_dequantize_per_axis(only):
     np.testing.assert_array_equal(x_hat, [[5.0, -10.0], [0.0, 20.0]])
 
 
-# ---------------------------------------------------------------- QuantizedTensor (5 of 8 points)
+# ---------------------------------------------------------------- QuantizedTensor
 @pytest.mark.points(2, exercise="quantized_tensor")
 def test_quantized_tensor_stores_int8(only):
     only("quantized_tensor")
@@ -182,7 +181,7 @@ def test_quantized_tensor_asymmetric_is_uint8(only):
     assert np.max(np.abs(qt.dequantize() - x)) <= float(qt.scale) / 2 + 1e-6
 
 
-# ---------------------------------------------------------------- metrics (2 of 3 points)
+# ---------------------------------------------------------------- metrics
 @pytest.mark.points(1, exercise="metrics")
 def test_mse():
     assert tq.mse([1.0, 2.0, 3.0], [1.0, 2.0, 6.0]) == 3.0

@@ -11,7 +11,7 @@ from _17_helpers import accuracy, calib_batches, digits, fresh
 KW = dict(weight_observer=O.per_channel, activation_observer=O.MinMaxObserver)
 
 
-# ---------------------------------------------------------------- quantize_weight (2 of 4 points)
+# ---------------------------------------------------------------- quantize_weight
 @pytest.mark.points(1, exercise="quantize_weight")
 def test_quantize_weight_per_tensor_is_broadcast(only):
     only("quantize_weight")
@@ -36,7 +36,7 @@ def test_quantize_weight_4bit_matches_oracle(only):
     assert (np.abs(q).reshape(32, -1).max(axis=1) == 7).all()
 
 
-# ---------------------------------------------------------------- quantize_bias (1 of 2 points)
+# ---------------------------------------------------------------- quantize_bias
 @pytest.mark.points(1, exercise="quantize_bias")
 def test_quantize_bias_saturates_and_matches_oracle(only):
     only("quantize_bias")
@@ -52,7 +52,7 @@ def test_quantize_bias_saturates_and_matches_oracle(only):
     assert np.abs(got.astype(np.int64) - ref).max() <= 1 and (got == ref).mean() > 0.95
 
 
-# ---------------------------------------------------------------- integer_linear (3 of 6 points)
+# ---------------------------------------------------------------- integer_linear
 @pytest.mark.points(1, exercise="integer_linear")
 def test_zero_point_correction_for_every_zero_point(only):
     only("integer_linear")
@@ -95,7 +95,7 @@ def test_integer_linear_conv_rows_and_numpy_zero_point(only):
         np.testing.assert_array_equal(acc, O.integer_linear(rows, -7, ww, np.arange(4)))
 
 
-# ---------------------------------------------------------------- requantize (2 of 4 points)
+# ---------------------------------------------------------------- requantize
 @pytest.mark.points(1, exercise="requantize")
 def test_requantize_per_channel_matches_oracle(only):
     only("requantize")
@@ -117,7 +117,7 @@ def test_requantize_ties_and_low_bits(only):
     assert ptq.requantize(acc * 10, 1.0, 2, bits=4).tolist() == [7, 7, 7, -8, -8, 7]
 
 
-# ---------------------------------------------------------------- quantized_layer (3 of 6 points)
+# ---------------------------------------------------------------- quantized_layer
 @pytest.mark.points(1, exercise="quantized_layer")
 def test_from_float_conv_per_tensor(only):
     only("quantized_layer")
@@ -164,7 +164,7 @@ def test_from_float_dynamic_keeps_a_float_bias(only):
     assert no_bias.bias is None and no_bias.dynamic
 
 
-# ---------------------------------------------------------------- calibrate (2 of 4 points)
+# ---------------------------------------------------------------- calibrate
 @pytest.mark.points(1, exercise="calibrate")
 def test_observed_passes_values_through(only):
     only("calibrate")
@@ -191,7 +191,7 @@ def test_calibrate_subset_generator_and_arrays(only):
     assert list(found) == ["fc1", "fc2", "fc3"] and found["fc1"][0].min_val == d.x_calib.min()
 
 
-# ---------------------------------------------------------------- quantize_model (3 of 7 points)
+# ---------------------------------------------------------------- quantize_model
 @pytest.mark.points(1, exercise="quantize_model")
 def test_quantize_model_matches_oracle(only):
     only("quantize_model")
@@ -225,7 +225,7 @@ def test_mlp_per_tensor_int8_accuracy(only):
     assert accuracy(model, d.x_test, d.y_test) - accuracy(q, d.x_test, d.y_test) <= 0.01
 
 
-# ---------------------------------------------------------------- dynamic (1 of 3 points)
+# ---------------------------------------------------------------- dynamic
 @pytest.mark.points(1, exercise="dynamic")
 def test_dynamic_conv_matches_oracle_and_adapts_to_each_batch(only):
     only("dynamic")
@@ -242,7 +242,7 @@ def test_dynamic_conv_matches_oracle_and_adapts_to_each_batch(only):
         assert err < 0.03, (factor, err)
 
 
-# ---------------------------------------------------------------- sensitivity (1 of 3 points)
+# ---------------------------------------------------------------- sensitivity
 @pytest.mark.points(1, exercise="sensitivity")
 def test_sensitivity_reads_a_generator_once_and_passes_options(only):
     only("sensitivity")
@@ -259,7 +259,7 @@ def test_sensitivity_reads_a_generator_once_and_passes_options(only):
         assert sens[name] == pytest.approx(expect[name], rel=1e-9), name
 
 
-# ---------------------------------------------------------------- mixed_precision (2 of 4 points)
+# ---------------------------------------------------------------- mixed_precision
 @pytest.mark.points(1, exercise="mixed_precision")
 def test_mixed_precision_greedy_order_with_ties(only, monkeypatch):
     only("mixed_precision")

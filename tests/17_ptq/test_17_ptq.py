@@ -12,7 +12,7 @@ def int64_linear(x_q, zp, w_q, bias_q=None):
     return acc if bias_q is None else acc + bias_q
 
 
-# ---------------------------------------------------------------- quantize_weight (2 of 4 points)
+# ---------------------------------------------------------------- quantize_weight
 @pytest.mark.points(2, exercise="quantize_weight")
 def test_quantize_weight_per_channel(only):
     only("quantize_weight")
@@ -29,7 +29,7 @@ def test_quantize_weight_per_channel(only):
     assert (np.abs(q).reshape(32, -1).max(axis=1) == 127).all(), "each channel should use its full range"
 
 
-# ---------------------------------------------------------------- quantize_bias (1 of 2 points)
+# ---------------------------------------------------------------- quantize_bias
 @pytest.mark.points(1, exercise="quantize_bias")
 def test_quantize_bias_int32(only):
     only("quantize_bias")
@@ -40,7 +40,7 @@ def test_quantize_bias_int32(only):
     assert ptq.quantize_bias(None, 0.1, np.array([0.01], np.float32)) is None
 
 
-# ---------------------------------------------------------------- integer_linear (3 of 6 points)
+# ---------------------------------------------------------------- integer_linear
 @pytest.mark.points(1, exercise="integer_linear")
 def test_integer_linear_example(only):
     only("integer_linear")
@@ -67,7 +67,7 @@ def test_integer_linear_is_exact_int32(only):
     assert x.dtype == np.int8 and w.dtype == np.int8                    # inputs left as they were
 
 
-# ---------------------------------------------------------------- requantize (2 of 4 points)
+# ---------------------------------------------------------------- requantize
 @pytest.mark.points(2, exercise="requantize")
 def test_requantize_rounding_and_clipping(only):
     only("requantize")
@@ -78,7 +78,7 @@ def test_requantize_rounding_and_clipping(only):
     assert ptq.requantize(np.array([30, -30], np.int32), 1.0, 0, bits=4).tolist() == [7, -8]
 
 
-# ---------------------------------------------------------------- quantized_layer (3 of 6 points)
+# ---------------------------------------------------------------- quantized_layer
 @pytest.mark.points(1, exercise="quantized_layer")
 def test_from_float_static_linear(only):
     only("quantized_layer")
@@ -127,7 +127,7 @@ def test_static_forward_runs_in_integers(only, monkeypatch):
     np.testing.assert_array_equal(y, expect)
 
 
-# ---------------------------------------------------------------- calibrate (2 of 4 points)
+# ---------------------------------------------------------------- calibrate
 def layer_io(model, x):
     """{name: (input, output)} of each Linear/Conv2d of a Sequential, by running it by hand."""
     io = {}
@@ -158,7 +158,7 @@ def test_calibrate_records_each_layers_ranges(only):
     assert all(np.array_equal(p.data, before[n]) for n, p in model.named_parameters())
 
 
-# ---------------------------------------------------------------- quantize_model (4 of 7 points)
+# ---------------------------------------------------------------- quantize_model
 @pytest.mark.points(3, exercise="quantize_model")
 def test_static_int8_per_channel_cnn_within_half_a_point(only):
     only("quantize_model")
@@ -188,7 +188,7 @@ def test_quantize_model_copies_and_selects_layers(only):
     assert not any(m.training for m in q.modules())
 
 
-# ---------------------------------------------------------------- dynamic (2 of 3 points)
+# ---------------------------------------------------------------- dynamic
 @pytest.mark.points(1, exercise="dynamic")
 def test_dynamic_forward_linear(only):
     only("dynamic")
@@ -220,7 +220,7 @@ def test_quantize_dynamic_cnn(only):
     assert accuracy(model, d.x_test, d.y_test) - accuracy(q, d.x_test, d.y_test) <= 0.01
 
 
-# ---------------------------------------------------------------- sensitivity (2 of 3 points)
+# ---------------------------------------------------------------- sensitivity
 @pytest.mark.points(2, exercise="sensitivity")
 def test_sensitivity_covers_every_layer(only):
     only("sensitivity")
@@ -242,7 +242,7 @@ def test_sensitivity_covers_every_layer(only):
     assert isinstance(model.fc1, nn.Linear)
 
 
-# ---------------------------------------------------------------- mixed_precision (2 of 4 points)
+# ---------------------------------------------------------------- mixed_precision
 def sizes(model, calib, **kw):
     q_all = ptq.quantize_model(model, calib, **kw)
     extra = {n: ptq.model_nbytes(model.get_submodule(n)) - ptq.model_nbytes(q_all.get_submodule(n))

@@ -15,7 +15,7 @@ def _prepare_oracle(bits=4, **kw):
     return O.prepare_qat(fresh(), weight_bits=bits, **kw)
 
 
-# ---------------------------------------------------------------- fake_quantize (2 of 6 points)
+# ---------------------------------------------------------------- fake_quantize
 @st.composite
 def fq_cases(draw):
     bits = draw(st.integers(2, 8))
@@ -57,7 +57,7 @@ def test_fake_quantize_rejects_bad_input(only):
         tq.fake_quantize(np.ones((2, 3)), np.ones(2), np.zeros(2), -8, 7, axis=1)   # 2 scales, 3 channels
 
 
-# ---------------------------------------------------------------- fake_quantize_grad (1 of 5 points)
+# ---------------------------------------------------------------- fake_quantize_grad
 @pytest.mark.points(1, exercise="fake_quantize_grad")
 def test_ste_random_masks_match_oracle(only):
     only("fake_quantize_grad")
@@ -77,7 +77,7 @@ def test_ste_random_masks_match_oracle(only):
         tq.fake_quantize_grad(np.ones(4), np.ones(3), 1.0, 0, -8, 7)
 
 
-# ---------------------------------------------------------------- FakeQuantize (2 of 6 points)
+# ---------------------------------------------------------------- FakeQuantize
 @pytest.mark.points(1, exercise="fake_quantize_module")
 def test_fakequantize_backward_uses_the_forward_qparams(only):
     only("fake_quantize_module")
@@ -113,7 +113,7 @@ def test_fakequantize_per_channel_moving_average(only):
         np.testing.assert_array_equal(y, O.fake_quantize(x, s, z, -128, 127, axis=1))
 
 
-# ---------------------------------------------------------------- lsq_grad (1 of 5 points)
+# ---------------------------------------------------------------- lsq_grad
 @pytest.mark.points(1, exercise="lsq_grad")
 def test_lsq_grad_per_channel_matches_oracle(only):
     only("lsq_grad")
@@ -134,7 +134,7 @@ def test_lsq_grad_per_channel_matches_oracle(only):
         np.testing.assert_allclose(gz, oz, rtol=1e-5, atol=1e-6)
 
 
-# ---------------------------------------------------------------- LSQFakeQuantize (2 of 5 points)
+# ---------------------------------------------------------------- LSQFakeQuantize
 @pytest.mark.points(1, exercise="lsq_fake_quantize")
 def test_lsq_learns_a_better_step_size(only):
     """Gradient descent on the step size alone (MSE of the fake-quantized values) moves it from the
@@ -177,7 +177,7 @@ def test_lsq_switches_and_positive_step(only):
     np.testing.assert_array_equal(lsq(x), O.fake_quantize(x, np.float32(0.25), 0, -7, 7))
 
 
-# ---------------------------------------------------------------- QATLayer (2 of 5 points)
+# ---------------------------------------------------------------- QATLayer
 @pytest.mark.points(1, exercise="qat_layer")
 def test_qat_layer_weight_grad_is_the_ste_of_the_fake_quantized_weights_grad(only):
     only("qat_layer")
@@ -227,7 +227,7 @@ def test_qat_layer_accumulates_and_gives_the_float_weight_back(only):
     np.testing.assert_array_equal(layer.weight.data, w0)
 
 
-# ---------------------------------------------------------------- prepare_qat (1 of 3 points)
+# ---------------------------------------------------------------- prepare_qat
 @pytest.mark.points(1, exercise="prepare_qat")
 def test_prepare_qat_with_lsq(only):
     only("prepare_qat")
@@ -246,7 +246,7 @@ def test_prepare_qat_with_lsq(only):
     assert y.shape == (200, 10) and np.all(np.isfinite(y))
 
 
-# ---------------------------------------------------------------- convert_qat (2 of 4 points)
+# ---------------------------------------------------------------- convert_qat
 @pytest.mark.points(1, exercise="convert_qat")
 def test_convert_qat_uses_the_trained_qparams(only):
     only("convert_qat")
@@ -288,7 +288,7 @@ def test_convert_qat_per_tensor_and_lsq_models(only):
         tq.convert_qat(bad)
 
 
-# ---------------------------------------------------------------- train_qat (2 of 6 points)
+# ---------------------------------------------------------------- train_qat
 @pytest.mark.points(1, exercise="train_qat")
 def test_train_qat_history_and_observer_freeze(only):
     only("train_qat")

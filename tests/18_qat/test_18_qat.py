@@ -16,7 +16,7 @@ ANCHOR_X = np.array([-3, -0.26, 0.1, 0.37, 0.5, 2.9], np.float32)   # PyTorch _L
 ANCHOR_DS, ANCHOR_DZ = -0.28391814, -0.07715168
 
 
-# ---------------------------------------------------------------- fake_quantize (4 of 6 points)
+# ---------------------------------------------------------------- fake_quantize
 @pytest.mark.points(2, exercise="fake_quantize")
 def test_fake_quantize_equals_module15_roundtrip(only):
     """Bit for bit dequantize(quantize(x)) of module 15, including values beyond the range and .5 ties."""
@@ -65,7 +65,7 @@ def test_fake_quantize_onnx_anchor(only):
     assert tq.fake_quantize(np.zeros((0, 3), np.float32), 0.5, 0, -8, 7).shape == (0, 3)
 
 
-# ---------------------------------------------------------------- fake_quantize_grad (4 of 5 points)
+# ---------------------------------------------------------------- fake_quantize_grad
 @pytest.mark.points(2, exercise="fake_quantize_grad")
 def test_ste_mask_at_the_boundary_codes(only):
     """Codes qmin-1, qmin, qmax, qmax+1: the gradient is blocked, passed, passed, blocked."""
@@ -104,7 +104,7 @@ def test_ste_per_channel(only):
     assert got.T.tolist() == [[1.0, 1.0, 0.0, 0.0], [1.0, 1.0, 0.0, 0.0]]
 
 
-# ---------------------------------------------------------------- FakeQuantize (4 of 6 points)
+# ---------------------------------------------------------------- FakeQuantize
 @pytest.mark.points(2, exercise="fake_quantize_module")
 def test_fakequantize_follows_its_observer(only):
     only("fake_quantize_module")
@@ -169,7 +169,7 @@ def test_fakequantize_switches(only):
         unseen(x)                                        # nothing observed yet: no qparams to use
 
 
-# ---------------------------------------------------------------- lsq_grad (4 of 5 points)
+# ---------------------------------------------------------------- lsq_grad
 @pytest.mark.points(2, exercise="lsq_grad")
 def test_lsq_grad_pytorch_anchor(only):
     only("lsq_grad")
@@ -210,7 +210,7 @@ def test_lsq_grad_finite_differences_where_differentiable(only):
     assert np.isclose(float(gz), 0.5 * fd_z, rtol=1e-4, atol=1e-5), (gz, fd_z)
 
 
-# ---------------------------------------------------------------- LSQFakeQuantize (3 of 5 points)
+# ---------------------------------------------------------------- LSQFakeQuantize
 @pytest.mark.points(1, exercise="lsq_fake_quantize")
 def test_lsq_module_initialises_and_fake_quantizes(only):
     only("lsq_fake_quantize")
@@ -274,7 +274,7 @@ def test_lsq_module_backward(only):
     np.testing.assert_allclose(per_ch.scale.grad, want, rtol=1e-5, atol=1e-6)
 
 
-# ---------------------------------------------------------------- QATLayer (3 of 5 points)
+# ---------------------------------------------------------------- QATLayer
 def _qat_layer(layer, act_fq=True):
     w_axis_obs = observer(1.0, axis=0)
     ql = tq.QATLayer(layer, tq.FakeQuantize(4, symmetric=True, axis=0, observer=w_axis_obs),
@@ -342,7 +342,7 @@ def test_qat_layer_finite_differences(only):
         assert np.any(layer.weight.grad != 0)
 
 
-# ---------------------------------------------------------------- prepare_qat (2 of 3 points)
+# ---------------------------------------------------------------- prepare_qat
 @pytest.mark.points(2, exercise="prepare_qat")
 def test_prepare_qat_structure(only):
     only("prepare_qat")
@@ -373,7 +373,7 @@ def test_prepare_qat_structure(only):
     assert per_tensor.fc1.weight_fq.axis is None and per_tensor.fc1.weight_fq.bits == 8
 
 
-# ---------------------------------------------------------------- convert_qat (2 of 4 points)
+# ---------------------------------------------------------------- convert_qat
 @pytest.mark.points(2, exercise="convert_qat")
 def test_convert_qat_matches_the_qat_model(only):
     """The integer model computes what the fake-quantized model computed, within one output step."""
@@ -396,7 +396,7 @@ def test_convert_qat_matches_the_qat_model(only):
     assert (y_int.argmax(axis=1) == y_qat.argmax(axis=1)).mean() >= 0.99
 
 
-# ---------------------------------------------------------------- train_qat (4 of 6 points)
+# ---------------------------------------------------------------- train_qat
 @pytest.mark.points(4, exercise="train_qat")
 def test_qat_recovers_3bit_accuracy_where_ptq_does_not(only, perf):
     """The module's bar. On this small digits CNN 4-bit PTQ costs only ~4 test images (0.8 pt, inside

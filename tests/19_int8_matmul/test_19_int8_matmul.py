@@ -15,7 +15,7 @@ GEMV_BAR = 1.5
 GEMM_BAR = 0.6
 
 
-# ---------------------------------------------------------------- gemv_w8 (8 of 10 points)
+# ---------------------------------------------------------------- gemv_w8
 @pytest.mark.points(2, exercise="gemv_w8")
 def test_gemv_matches_float64_reference(only):
     only("gemv_w8")
@@ -81,7 +81,7 @@ def test_gemv_speed_vs_numpy_float32(perf, only):
     perf.record(speedup, bar=GEMV_BAR, floor=1.0, unit="× numpy FP32")
 
 
-# ---------------------------------------------------------------- gemm_int8 (10 of 15 points)
+# ---------------------------------------------------------------- gemm_int8
 @pytest.mark.points(1, exercise="gemm_int8")
 def test_int32_safe_k_bound():
     assert tq.int32_safe_k() == 131071                 # (2**31 - 1) // 2**14
@@ -145,7 +145,7 @@ def test_gemm_speed_vs_numpy_sgemm(perf, only):
     perf.record(speedup, bar=GEMM_BAR, floor=0.4, unit="× numpy SGEMM")
 
 
-# ---------------------------------------------------------------- gemm_int8_zp (4 of 7 points)
+# ---------------------------------------------------------------- gemm_int8_zp
 @pytest.mark.points(1, exercise="gemm_int8_zp")
 def test_weight_colsums():
     w = np.array([[1, 2, 3], [-128, -128, 0], [127, 127, 127]], np.int8)
@@ -183,7 +183,7 @@ def test_zero_point_bound_and_validation(only):
         tq.gemm_int8_zp(np.zeros((1, 4), np.int8), 128, np.zeros((1, 4), np.int8))
 
 
-# ---------------------------------------------------------------- quantize_multiplier (2 of 4 points)
+# ---------------------------------------------------------------- quantize_multiplier
 @pytest.mark.points(2, exercise="quantize_multiplier")
 def test_quantize_multiplier_anchors(only):
     only("quantize_multiplier")
@@ -197,7 +197,7 @@ def test_quantize_multiplier_anchors(only):
     assert np.asarray(m0).tolist() == [1696766344, 1 << 30] and np.asarray(shift).tolist() == [-6, -1]
 
 
-# ---------------------------------------------------------------- requantize (3 of 6 points)
+# ---------------------------------------------------------------- requantize
 @pytest.mark.points(1, exercise="requantize")
 def test_srdhm_anchors():
     assert tq.srdhm(40500, 1696766344) == 32000
@@ -228,7 +228,7 @@ def test_requantize_anchor_and_clamp():
     assert q.dtype == np.uint8 and q.tolist() == [255, 0]
 
 
-# ---------------------------------------------------------------- quantized_linear (2 of 5 points)
+# ---------------------------------------------------------------- quantized_linear
 @pytest.mark.points(2, exercise="quantized_linear")
 def test_quantized_linear_example_and_float_agreement(only):
     only("quantized_linear")

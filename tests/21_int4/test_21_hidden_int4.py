@@ -29,7 +29,7 @@ def gguf_test_data(seed):
     return np.concatenate(parts + [ties, special]).astype(np.float32)
 
 
-# ---------------------------------------------------------------- pack_int4 (1 point)
+# ---------------------------------------------------------------- pack_int4
 @pytest.mark.points(1, exercise="pack_int4")
 @settings(max_examples=60, deadline=None)
 @given(lead=st.lists(st.integers(1, 3), max_size=2), k=st.integers(1, 40), signed=st.booleans(),
@@ -45,7 +45,7 @@ def test_pack_round_trip_any_shape(lead, k, signed, seed):
         assert np.all(packed[..., -1] >> 4 == 0), "the padding nibble must be zero"
 
 
-# ---------------------------------------------------------------- unpack_int4 (1 point)
+# ---------------------------------------------------------------- unpack_int4
 @pytest.mark.points(1, exercise="unpack_int4")
 def test_unpack_shapes_and_bad_sizes():
     q = np.random.default_rng(8).integers(-8, 8, size=(2, 3, 7))
@@ -57,7 +57,7 @@ def test_unpack_shapes_and_bad_sizes():
         t4.unpack_int4(np.zeros(3, np.uint8), 4)          # 4 codes need 2 bytes
 
 
-# ---------------------------------------------------------------- quantize_int4_groups (2 points)
+# ---------------------------------------------------------------- quantize_int4_groups
 def oracle_codes(w, group_size, symmetric):
     scale, zp = oracle.group_qparams(w, group_size, 4, symmetric)
     g = w.reshape(w.shape[:-1] + (w.shape[-1] // group_size, group_size))
@@ -94,7 +94,7 @@ def test_groups_any_leading_shape_and_errors(only):
         t4.quantize_int4_groups(np.zeros((4, 100), np.float32), 64)
 
 
-# ---------------------------------------------------------------- dequantize_int4_groups (1 point)
+# ---------------------------------------------------------------- dequantize_int4_groups
 @pytest.mark.points(1, exercise="dequantize_int4_groups")
 def test_dequantize_groups_random(only):
     only("dequantize_int4_groups")
@@ -133,7 +133,7 @@ def assert_dequantize_matches_gguf(kind, dequantize_ours, seed):
     np.testing.assert_array_equal(got, expect)
 
 
-# ---------------------------------------------------------------- q8_0 (3 points)
+# ---------------------------------------------------------------- q8_0
 @pytest.mark.points(2, exercise="q8_0")
 @pytest.mark.requires("gguf")
 def test_q8_0_bytes_match_gguf():
@@ -146,7 +146,7 @@ def test_q8_0_dequantize_matches_gguf():
     assert_dequantize_matches_gguf("Q8_0", t4.dequantize_q8_0, seed=2)
 
 
-# ---------------------------------------------------------------- q4_0 (3 points)
+# ---------------------------------------------------------------- q4_0
 @pytest.mark.points(2, exercise="q4_0")
 @pytest.mark.requires("gguf")
 def test_q4_0_bytes_match_gguf():
@@ -159,7 +159,7 @@ def test_q4_0_dequantize_matches_gguf():
     assert_dequantize_matches_gguf("Q4_0", t4.dequantize_q4_0, seed=3)
 
 
-# ---------------------------------------------------------------- nf4 (3 points)
+# ---------------------------------------------------------------- nf4
 @pytest.mark.points(1, exercise="nf4")
 def test_nf4_random_match_oracle():
     w = np.random.default_rng(12).normal(0, 0.03, size=(37, 91)).astype(np.float32)   # 3367: odd, short last block
@@ -190,7 +190,7 @@ def test_nf4_dequantize_random():
     np.testing.assert_allclose(got, expect, rtol=1e-6)
 
 
-# ---------------------------------------------------------------- gemv_w4 (2 points)
+# ---------------------------------------------------------------- gemv_w4
 @pytest.mark.points(1, exercise="gemv_w4")
 def test_gemv_random_shapes_both_layouts():
     rng = np.random.default_rng(14)

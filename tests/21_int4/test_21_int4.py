@@ -14,7 +14,7 @@ def fp16_bytes(value):
     return list(np.array([value], "<f2").view(np.uint8))
 
 
-# ---------------------------------------------------------------- pack_int4 (4 points)
+# ---------------------------------------------------------------- pack_int4
 @pytest.mark.points(2, exercise="pack_int4")
 def test_pack_onnx_anchor():
     # onnx.helper.make_tensor(INT4, [1, 2, -3]) stores these two bytes (first code in the low nibble)
@@ -42,7 +42,7 @@ def test_pack_refuses_bad_codes():
             t4.pack_int4(bad)
 
 
-# ---------------------------------------------------------------- unpack_int4 (3 points)
+# ---------------------------------------------------------------- unpack_int4
 @pytest.mark.points(1, exercise="unpack_int4")
 def test_unpack_anchor():
     raw = np.array([0x21, 0x0D], np.uint8)
@@ -66,7 +66,7 @@ def test_unpack_round_trip(rows, k, signed, seed):
     assert np.array_equal(codes.astype(np.int64), q)
 
 
-# ---------------------------------------------------------------- quantize_int4_groups (5 points)
+# ---------------------------------------------------------------- quantize_int4_groups
 @pytest.mark.points(2, exercise="quantize_int4_groups")
 def test_groups_symmetric(only):
     only("quantize_int4_groups")
@@ -106,7 +106,7 @@ def test_groups_memory_ratio(only):
     assert ratio >= 7.5, f"float32 bytes / (codes + scales) = {ratio:.2f}, expected 7.53 at g = 128"
 
 
-# ---------------------------------------------------------------- dequantize_int4_groups (2 points)
+# ---------------------------------------------------------------- dequantize_int4_groups
 @pytest.mark.points(1, exercise="dequantize_int4_groups")
 def test_dequantize_groups_symmetric(only):
     only("dequantize_int4_groups")
@@ -126,7 +126,7 @@ def test_dequantize_groups_asymmetric(only):
     np.testing.assert_allclose(w_hat, [[0.0, 1.6, 3.0, 1.0, -2.5, -1.5, 1.5, 5.0]], rtol=1e-6)
 
 
-# ---------------------------------------------------------------- q8_0 (3 points)
+# ---------------------------------------------------------------- q8_0
 @pytest.mark.points(2, exercise="q8_0")
 def test_q8_0_anchor():
     # llama.cpp's quantize_row_q8_0_ref: d = amax / 127 = 1, q = roundf(x / d), half away from zero
@@ -151,7 +151,7 @@ def test_q8_0_dequantize_and_shape_checks():
         t4.quantize_q8_0(np.array([np.nan] + [0.0] * 31, np.float32))
 
 
-# ---------------------------------------------------------------- q4_0 (4 points)
+# ---------------------------------------------------------------- q4_0
 @pytest.mark.points(2, exercise="q4_0")
 def test_q4_0_anchor():
     # max |x| = 8 twice: the first (-8) wins, d = -8 / -8 = 1; q = min(15, (int)(x + 8.5))
@@ -186,7 +186,7 @@ def test_q4_0_dequantize():
     assert np.all(values[2:16] == 0) and np.all(values[18:] == 0)
 
 
-# ---------------------------------------------------------------- nf4 (4 points)
+# ---------------------------------------------------------------- nf4
 @pytest.mark.points(2, exercise="nf4")
 def test_nf4_codes_and_high_nibble_first():
     x = t4.NF4_CODE.astype(np.float32) * np.float32(3.0)
@@ -219,7 +219,7 @@ def test_nf4_memory_ratio():
     assert ratio >= 7.1, f"float32 bytes / (codes + absmax) = {ratio:.2f}, expected 7.11 at block 64"
 
 
-# ---------------------------------------------------------------- gemv_w4 (7 points)
+# ---------------------------------------------------------------- gemv_w4
 @pytest.mark.points(2, exercise="gemv_w4")
 def test_gemv_small_vs_float64():
     rng = np.random.default_rng(5)

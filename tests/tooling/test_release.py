@@ -1,6 +1,10 @@
-"""`tito release`: the student flavour scores 0 everywhere, leaks nothing, and never eats a learner's work."""
+"""`tito release`: the student flavour scores 0 everywhere, leaks nothing, never eats a learner's work,
+and reads as the learner's own copy (its README, .gitignore, notebooks and `tito --help`)."""
 import json
+import re
 import shutil
+import subprocess
+import sys
 
 import pytest
 
@@ -28,6 +32,26 @@ def test_release_layout(released):
         assert "### BEGIN SOLUTION" not in text and "### BEGIN HIDDEN TESTS" not in text
         assert "raise NotImplementedError()" in text
     assert not (released / "tests" / "tooling").exists() and not (released / ".ci").exists()
+
+
+def test_release_reads_as_the_learners_copy(released):
+    readme = (released / "README.md").read_text()
+    assert 'pip install -e ".[lab]"' in readme and "tito test 15" in readme and "Which score counts" in readme
+    for instructor_text in ("tests/tooling", "tito grade", "tito release", "instructor flavour", "site/"):
+        assert instructor_text not in readme, instructor_text
+    assert not (released / "docs").exists(), "instructor documentation stays with the instructor"
+    assert ".venv/" in (released / ".gitignore").read_text().splitlines()
+    # jupytext pairs every module source with its notebook, in the config and in each file
+    assert 'formats = "ipynb,py:percent"' in (released / "jupytext.toml").read_text()
+    for m in all_modules(released):
+        assert "formats: ipynb,py:percent" in m.source.read_text().split("# ---")[1]
+        assert "Running the whole notebook stops with `NotImplementedError`" in m.source.read_text()
+    # a learner's tito offers a learner's commands
+    help_text = subprocess.run([sys.executable, "-m", "tito.cli", "--help"], cwd=released, capture_output=True,
+                               text=True, env={"PYTHONPATH": str(released), "PATH": "/usr/bin:/bin",
+                                               "COLUMNS": "120"}).stdout
+    commands = set(re.findall(r"^│ ([a-z]+) ", help_text, re.M))
+    assert commands == {"export", "test", "status", "notebooks", "lab", "doctor"}, help_text
 
 
 def test_no_solution_text_anywhere_in_the_release(released):
@@ -98,3 +122,35 @@ def test_release_refuses_to_overwrite_a_learners_work(tmp_path, monkeypatch):
     assert len(backups) == 1
     assert (backups[0] / "modules/15_quantization/quantization_dev.py").read_text().endswith("# my answers\n")
     assert not work.read_text().endswith("# my answers\n")
+
+
+def test_release_refusal_names_the_learners_files_not_their_environment(tmp_path, monkeypatch):
+    course = copy_course(tmp_path / "course")
+    out = tmp_path / "out"
+    assert run_tito(monkeypatch, course, "release", str(out)).exit_code == 0
+    for i in range(300):                                   # a virtual environment and caches: not work
+        (out / ".venv" / "lib" / f"pkg{i}").mkdir(parents=True)
+        (out / ".venv" / "lib" / f"pkg{i}" / "mod.py").write_text("")
+    (out / "tinyq" / "__pycache__").mkdir(exist_ok=True)
+    (out / "tinyq" / "__pycache__" / "x.pyc").write_bytes(b"")
+    assert run_tito(monkeypatch, course, "release", str(out)).exit_code == 0, "caches are not a learner's work"
+    assert (out / ".venv/lib/pkg0/mod.py").exists(), "redoing a release keeps the learner's environment"
+    work = out / "modules/15_quantization/quantization_dev.py"
+    work.write_text(work.read_text() + "\n# my answers\n")
+    for i in range(300):
+        (out / ".venv" / "lib" / f"pkg{i}" / "mod.py").write_text("changed")
+    refused = run_tito(monkeypatch, course, "release", str(out))
+    text = " ".join(refused.output.split())
+    assert refused.exit_code == 2
+    assert "modules/15_quantization/quantization_dev.py" in text and ".venv" not in text, text
+    assert "((" not in text and "--force" in text
+
+
+def test_release_onto_a_file_is_a_clear_error(tmp_path, monkeypatch):
+    course = copy_course(tmp_path / "course")
+    target = tmp_path / "not_a_folder"
+    target.write_text("keep me")
+    result = run_tito(monkeypatch, course, "release", str(target))
+    assert result.exit_code == 2 and "is a file, not a folder" in " ".join(result.output.split())
+    assert result.exception is None or isinstance(result.exception, SystemExit)
+    assert target.read_text() == "keep me"

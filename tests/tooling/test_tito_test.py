@@ -87,3 +87,81 @@ def test_gpu_tests_are_reported_as_needing_a_gpu_not_passed(tmp_path, monkeypatc
     (probe,) = [t for t in module["tests"] if t["name"] == "test_on_gpu"]
     assert probe["outcome"] == "skipped" and probe["message"].startswith("needs GPU") and probe["points"] == 0
     assert module["max_score"] == 2, "GPU points are not counted where no GPU can run them"
+
+
+def test_perf_rows_say_what_the_ratio_is_against(tmp_path, monkeypatch):
+    course = copy_course(tmp_path / "course")
+    result = run_tito(monkeypatch, course, "test", "15", "-k", "speed")
+    assert result.exit_code == 0, result.output
+    assert "× np.copy (bar <= 10.00)" in result.output
+
+
+def test_a_partial_run_is_not_recorded_as_the_last_score(tmp_path, monkeypatch):
+    course = copy_course(tmp_path / "course")
+    partial = run_tito(monkeypatch, course, "test", "15", "-k", "qrange_known")
+    assert partial.exit_code == 0 and "not recorded" in partial.output
+    assert "15_quantization" not in json.loads((course / ".tito/scores.json").read_text()
+                                                if (course / ".tito/scores.json").exists() else "{}")
+    status = run_tito(monkeypatch, course, "status").output
+    assert "2 / 2" not in status
+
+
+def test_locally_a_stub_in_a_called_exercise_is_named(tmp_path, monkeypatch):
+    """Without the instructor's oracles (the learner's copy), symmetric_qparams fails where qrange
+    is a stub: the table says which exercise to finish first."""
+    course = copy_course(tmp_path / "course")
+    (course / "tests/15_quantization/_15_hidden_oracle.py").unlink()
+    source = course / "modules/15_quantization/quantization_dev.py"
+    from tito.source import solution_regions, strip_solutions
+    index = [i for i, (ex, _) in enumerate(solution_regions(source)) if ex == "qrange"]
+    source.write_text(strip_solutions(source.read_text(), only=set(index)))
+    out = tmp_path / "r.json"
+    result = run_tito(monkeypatch, course, "test", "15", "-k", "qrange or symmetric", "--json", str(out))
+    assert result.exit_code == 0, result.output
+    (module,) = json.loads(out.read_text())["modules"]
+    messages = {t["name"]: t["message"] for t in module["tests"]}
+    assert messages["test_qrange_known_ranges"] == "not implemented"
+    assert messages["test_symmetric_scalar"] == "qrange (used by symmetric_qparams) is not implemented"
+
+
+def test_a_test_needing_a_missing_package_is_left_out_of_the_maximum(tmp_path, monkeypatch):
+    course = copy_course(tmp_path / "course")
+    probe = course / "tests/15_quantization/test_15_needs_probe.py"
+    probe.write_text("import pytest\nimport tinyq.quantize as tq\n\n"
+                     "@pytest.mark.points(4, exercise='qrange')\n@pytest.mark.requires('tinyq_absent_package')\n"
+                     "def test_needs_probe():\n    import tinyq_absent_package\n")
+    out = tmp_path / "r.json"
+    result = run_tito(monkeypatch, course, "test", "15", "-k", "needs_probe or qrange_known", "--json", str(out))
+    text = " ".join(result.output.split())
+    assert result.exit_code == 0 and "needs tinyq_absent_package" in text, result.output
+    assert "4 pts need tinyq_absent_package (not counted)" in text
+    (module,) = json.loads(out.read_text())["modules"]
+    (probe_row,) = [t for t in module["tests"] if t["name"] == "test_needs_probe"]
+    assert probe_row["outcome"] == "skipped" and probe_row["points"] == 0
+    assert probe_row["message"] == "needs tinyq_absent_package: pip install tinyq_absent_package"
+    assert module["max_score"] == 2 and module["score"] == 2
+
+
+def test_install_hints_keep_their_brackets(tmp_path, monkeypatch):
+    """Rich must not read `'.[deploy]'` as markup: every optional package shows its real command."""
+    import tito.commands.doctor_cmd as doctor
+    monkeypatch.setattr(doctor, "_version", lambda name: None)
+    result = run_tito(monkeypatch, tmp_path, "doctor")
+    text = " ".join(result.output.split())
+    for extra in ("deploy", "lab", "site", "llm"):
+        assert f"pip install -e '.[{extra}]'" in text, extra
+
+
+def test_a_wrong_answer_shows_the_call_the_expected_and_the_result(tmp_path, monkeypatch):
+    course = copy_course(tmp_path / "course")
+    source = course / "modules/15_quantization/quantization_dev.py"
+    text = source.read_text()
+    assert "    scale = scale64.astype(np.float32)\n" in text
+    source.write_text(text.replace("    scale = scale64.astype(np.float32)\n",
+                                   "    scale = (scale64 * 0.75).astype(np.float32)\n", 1))
+    out = tmp_path / "r.json"
+    assert run_tito(monkeypatch, course, "test", "15", "-k", "asymmetric_anchors", "--json", str(out)).exit_code == 0
+    (module,) = json.loads(out.read_text())["modules"]
+    (row,) = module["tests"]
+    assert row["message"].startswith(
+        "assertion failed: asymmetric_qparams(0.0, 2.55): expected (0.00999999978, 0), got (0.00749999983"), row
