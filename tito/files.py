@@ -77,3 +77,23 @@ def move_aside(folder: Path) -> Path:
         candidate = folder.parent / f"{folder.name}.backup-{stamp}-{n}"
     folder.rename(candidate)
     return candidate
+
+
+def install_folder(built: Path, out: Path, *, keep_old: bool = False, carry: tuple[str, ...] = ()) -> Path | None:
+    """Put the folder `built` at `out` (release, site). The caller has already decided that whatever is at
+    `out` may go: with `keep_old` it is moved aside to a backup (returned), else it is deleted after
+    the top-level entries named in `carry` (a learner's .venv, .git...) were moved into the new folder."""
+    saved = None
+    if out.exists() and any(out.iterdir()):
+        if keep_old:
+            saved = move_aside(out)
+        else:
+            for name in carry:
+                if (out / name).exists() and not (built / name).exists():
+                    (out / name).rename(built / name)
+            shutil.rmtree(out)
+    elif out.exists():
+        out.rmdir()
+    out.parent.mkdir(parents=True, exist_ok=True)
+    shutil.move(str(built), str(out))
+    return saved

@@ -13,7 +13,7 @@ from pathlib import Path
 
 from .errors import TitoError
 from .export import export_modules
-from .files import STATE_DIR, move_aside, sha256_of, write_atomically
+from .files import STATE_DIR, install_folder, sha256_of, write_atomically
 from .notebooks import sync
 from .registry import Module, all_modules
 from .source import add_markdown_after_title, solution_regions, student_text
@@ -197,12 +197,9 @@ def build(root: Path, staging: Path) -> list[Module]:
     return released
 
 
-def _carry_over_environment(old: Path, new: Path) -> None:
-    """Redoing an untouched release keeps what is not course material: the learner's virtual
-    environment, git history and tito state (scores, backups; the new pair records win)."""
-    for name in (".venv", "venv", ".git"):
-        if (old / name).exists():
-            (old / name).rename(new / name)
+def _merge_tito_state(old: Path, new: Path) -> None:
+    """Redoing an untouched release keeps the learner's tito state (scores, backups); the new
+    release's record of its notebook pairs wins."""
     state = old / STATE_DIR
     if state.is_dir():
         (new / STATE_DIR).mkdir(exist_ok=True)
@@ -242,16 +239,9 @@ def release(root: Path, out: Path, force: bool = False) -> tuple[list[Module], P
             first = "; ".join(f"{l.file}:{l.line} ({l.exercise}): {l.text[:60]}" for l in leaks[:5])
             raise ReleaseError(f"refusing to release: {len(leaks)} solution line(s) survive: {first}")
         write_manifest(staging)
-        backup = None
-        if out.exists() and any(out.iterdir()):
-            if changed:
-                backup = move_aside(out)
-            else:
-                _carry_over_environment(out, staging)
-                shutil.rmtree(out)
-        elif out.exists():
-            out.rmdir()
-        staging.rename(out)
+        if out.is_dir() and not changed:
+            _merge_tito_state(out, staging)
+        backup = install_folder(staging, out, keep_old=bool(changed), carry=(".venv", "venv", ".git"))
         return [m for m in all_modules(out)], backup
     finally:
         shutil.rmtree(staging, ignore_errors=True)

@@ -33,6 +33,7 @@ import nbformat
 import yaml
 
 from .errors import TitoError
+from .files import install_folder
 from .notebooks import to_notebook
 from .registry import Module, all_modules, resolve
 from .release import Leak, find_leaks, solution_lines
@@ -418,16 +419,11 @@ def site_leaks(folder: Path, root: Path) -> tuple[list[Leak], int]:
 
 def _install(html: Path, out: Path, modules: list[Module]) -> None:
     """Put the checked site at `out`, replacing a site built before, never anything else."""
-    if out.exists() and any(out.iterdir()):
-        if not (out / MARKER).exists():
-            raise SiteError(f"{out} is not empty and was not written by `tito site build`; choose another --out")
-        shutil.rmtree(out)
-    elif out.exists():
-        out.rmdir()
-    out.parent.mkdir(parents=True, exist_ok=True)
-    shutil.move(str(html), str(out))
-    (out / MARKER).write_text(json.dumps({"built": time.strftime("%Y-%m-%dT%H:%M:%S"),
-                                          "modules": [m.key for m in modules]}, indent=1))
+    if out.exists() and any(out.iterdir()) and not (out / MARKER).exists():
+        raise SiteError(f"{out} is not empty and was not written by `tito site build`; choose another --out")
+    (html / MARKER).write_text(json.dumps({"built": time.strftime("%Y-%m-%dT%H:%M:%S"),
+                                           "modules": [m.key for m in modules]}, indent=1))
+    install_folder(html, out)
 
 
 def build_site(root: Path, out: Path | None = None, modules: list[str] | None = None, book: Path | None = None,
