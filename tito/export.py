@@ -6,11 +6,11 @@ leaves a half-written package behind.
 """
 from __future__ import annotations
 
-import ast
 from dataclasses import dataclass
 from pathlib import Path
 
 from .files import sha256_of, write_atomically
+from .grading.exercises import defined_names
 from .notebooks import pair_state
 from .registry import Module
 from .source import BEGIN_SOLUTION, END_SOLUTION, DIRECTIVE, MARKER, SourceError, check_markers, read_cells
@@ -27,14 +27,7 @@ class Rendered:
 
 def _public_names(code: str) -> list[str]:
     """Top-level names a cell defines that do not start with '_' (nbdev's rule for __all__)."""
-    names = []
-    for node in ast.parse(code).body:
-        if isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef, ast.ClassDef)):
-            names.append(node.name)
-        elif isinstance(node, (ast.Assign, ast.AnnAssign)):
-            targets = node.targets if isinstance(node, ast.Assign) else [node.target]
-            names.extend(t.id for t in targets if isinstance(t, ast.Name))
-    return [n for n in names if not n.startswith("_")]
+    return [n for n in defined_names(code) if not n.startswith("_")]
 
 
 def _clean(code: str) -> str:
