@@ -82,7 +82,7 @@ def test_gemv_speed_vs_numpy_float32(perf, only):
 
 
 # ---------------------------------------------------------------- gemm_int8
-@pytest.mark.points(1, exercise="gemm_int8")
+@pytest.mark.points(1, exercise="int32_safe_k")
 def test_int32_safe_k_bound():
     assert tq.int32_safe_k() == 131071                 # (2**31 - 1) // 2**14
     assert tq.int32_safe_k(128, 128) == 131071
