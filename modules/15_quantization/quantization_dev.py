@@ -2,6 +2,7 @@
 # jupyter:
 #   jupytext:
 #     cell_metadata_filter: nbgrader,tags,-all
+#     formats: ipynb,py:percent
 #     text_representation:
 #       extension: .py
 #       format_name: percent
@@ -63,7 +64,8 @@ def qrange(bits=8, signed=True, narrow=False):
     narrow=True a signed range loses its most negative code.
 
     APPROACH: signed: [-2**(bits-1), 2**(bits-1) - 1]; narrow signed: qmin + 1; unsigned: [0, 2**bits - 1].
-    Validate: bits must be an int in [2, 16]; narrow with unsigned is a ValueError.
+    Validate: `bits` that is not an int in [2, 16] (0, 17, the float 8.0, the string "8", a bool) is a
+    ValueError, and so is narrow=True with unsigned codes.
 
     EXAMPLE: qrange(8) -> (-128, 127); qrange(8, narrow=True) -> (-127, 127);
              qrange(4, signed=False) -> (0, 15)
@@ -84,7 +86,7 @@ def qrange(bits=8, signed=True, narrow=False):
     ### END SOLUTION
 
 
-# %% nbgrader={"grade": true, "grade_id": "test_qrange", "locked": true, "points": 0, "schema_version": 3, "solution": false}
+# %% nbgrader={"grade": false, "grade_id": "test_qrange", "locked": true, "schema_version": 3, "solution": false}
 assert qrange(8) == (-128, 127)
 assert qrange(8, narrow=True) == (-127, 127)
 assert qrange(8, signed=False) == (0, 255)
@@ -115,7 +117,7 @@ def symmetric_qparams(amax, bits=8):
     Works element-wise: an array of amax gives arrays of the same shape; a scalar gives scalars.
 
     APPROACH: qmin, qmax = qrange(bits, signed=True, narrow=True); scale = amax / qmax (compute in
-    float64, store float32); where amax == 0 use scale 1.0. Reject negative, NaN or inf amax.
+    float64, store float32); where amax == 0 use scale 1.0. A negative, NaN or inf amax is a ValueError.
 
     EXAMPLE: symmetric_qparams(12.7) -> (0.1, 0);  symmetric_qparams(np.array([1.27, 0.0]))
              -> (array([0.01, 1.0], float32), array([0, 0], int32))
@@ -137,7 +139,7 @@ def symmetric_qparams(amax, bits=8):
     ### END SOLUTION
 
 
-# %% nbgrader={"grade": true, "grade_id": "test_symmetric_qparams", "locked": true, "points": 0, "schema_version": 3, "solution": false}
+# %% nbgrader={"grade": false, "grade_id": "test_symmetric_qparams", "locked": true, "schema_version": 3, "solution": false}
 s, z = symmetric_qparams(12.7)
 assert np.isclose(s, 0.1) and z == 0 and np.asarray(s).dtype == np.float32
 s, z = symmetric_qparams(np.array([1.27, 0.0]))
@@ -170,7 +172,7 @@ def asymmetric_qparams(xmin, xmax, bits=8, signed=False):
     APPROACH: widen the range to include 0 (xmin = min(xmin, 0), xmax = max(xmax, 0));
     qmin, qmax = qrange(bits, signed); scale = (xmax - xmin) / (qmax - qmin) in float64, stored as
     float32 (compute the zero point with the float64 scale, as ONNX Runtime does); a zero-width range (all zeros) gets scale 1.0; zero_point = clip(rint(qmin - xmin / scale),
-    qmin, qmax). Reject xmin > xmax and NaN/inf.
+    qmin, qmax). xmin > xmax, and NaN or inf in either, are a ValueError.
 
     EXAMPLE: asymmetric_qparams(0.0, 2.55) -> (0.01, 0);  asymmetric_qparams(-1.0, 1.0)
              -> (0.007843138, 128)   (uint8: 0 maps to code 127.5, rounded half to even)
@@ -198,7 +200,7 @@ def asymmetric_qparams(xmin, xmax, bits=8, signed=False):
     ### END SOLUTION
 
 
-# %% nbgrader={"grade": true, "grade_id": "test_asymmetric_qparams", "locked": true, "points": 0, "schema_version": 3, "solution": false}
+# %% nbgrader={"grade": false, "grade_id": "test_asymmetric_qparams", "locked": true, "schema_version": 3, "solution": false}
 s, z = asymmetric_qparams(0.0, 2.55)
 assert np.isclose(s, 0.01) and z == 0
 s, z = asymmetric_qparams(-1.0, 1.0)
@@ -271,7 +273,8 @@ def quantize(x, scale, zero_point, bits=8, signed=True, narrow=False, axis=None)
 
     APPROACH:
       1. x = np.asarray(x, dtype=np.float32); an empty x returns an empty array of the code dtype.
-      2. _check_finite(x, "quantize") rejects NaN/inf; scale must be > 0 and finite.
+      2. NaN or inf in x is a ValueError that says how many values are bad (the given `_check_finite`
+         writes it); so is a scale that is not > 0 and finite, or a zero point outside the code range.
       3. With axis set, reshape scale/zero_point with _broadcast_param so they line up with x's axis;
          check that the axis length matches the number of parameters.
       4. Divide, np.rint, add the zero point, np.clip to qrange(bits, signed, narrow), cast to
@@ -304,7 +307,7 @@ def quantize(x, scale, zero_point, bits=8, signed=True, narrow=False, axis=None)
     ### END SOLUTION
 
 
-# %% nbgrader={"grade": true, "grade_id": "test_quantize", "locked": true, "points": 0, "schema_version": 3, "solution": false}
+# %% nbgrader={"grade": false, "grade_id": "test_quantize", "locked": true, "schema_version": 3, "solution": false}
 q = quantize(np.array([-2.5, -1.5, -0.5, 0.5, 1.5, 2.5, 3.5, 200.0, -300.0]), 1.0, 0)
 assert q.dtype == np.int8
 assert q.tolist() == [-2, -2, 0, 0, 2, 2, 4, 127, -128]              # ties to even, then clamp
@@ -347,7 +350,7 @@ def dequantize(q, scale, zero_point, axis=None):
     ### END SOLUTION
 
 
-# %% nbgrader={"grade": true, "grade_id": "test_dequantize", "locked": true, "points": 0, "schema_version": 3, "solution": false}
+# %% nbgrader={"grade": false, "grade_id": "test_dequantize", "locked": true, "schema_version": 3, "solution": false}
 x_hat = dequantize(np.array([0, 128, 255], dtype=np.uint8), 0.01, 128)
 assert x_hat.dtype == np.float32 and np.allclose(x_hat, [-1.28, 0.0, 1.27])
 x_hat = dequantize(np.array([[10, -20], [10, 20]], dtype=np.int8), np.array([0.1, 1.0]), np.array([0, 0]), axis=0)
@@ -398,7 +401,8 @@ class QuantizedTensor:
         APPROACH: x = float32 array; reduce over all axes except `axis` (a tuple of the other axes);
         symmetric: symmetric_qparams(max|x|, bits) and quantize(..., signed=True, narrow=True);
         asymmetric: asymmetric_qparams(min, max, bits, signed=False) and quantize(..., signed=False).
-        An empty x gets scale 1.0 and zero point 0.
+        An empty x gets scale 1.0 and zero point 0. NaN or inf in x is a ValueError that says how many
+        values are bad (`_check_finite`).
         """
         ### BEGIN SOLUTION
         x = np.asarray(x, dtype=np.float32)
@@ -431,7 +435,7 @@ class QuantizedTensor:
         ### END SOLUTION
 
 
-# %% nbgrader={"grade": true, "grade_id": "test_quantized_tensor", "locked": true, "points": 0, "schema_version": 3, "solution": false}
+# %% nbgrader={"grade": false, "grade_id": "test_quantized_tensor", "locked": true, "schema_version": 3, "solution": false}
 rng = np.random.default_rng(0)
 x = rng.normal(size=(64, 32)).astype(np.float32)
 qt = QuantizedTensor.from_float(x)
@@ -458,7 +462,10 @@ print(qt, qc, qa, sep="\n")
 # %% nbgrader={"grade": false, "grade_id": "metrics", "locked": false, "schema_version": 3, "solution": true}
 #| export
 def mse(a, b):
-    """Mean squared error between two arrays of the same shape, as a Python float."""
+    """Mean squared error between two arrays of the same shape, as a Python float.
+
+    Arrays of different shapes, or empty ones, are a ValueError.
+    """
     ### BEGIN SOLUTION
     a, b = np.asarray(a, dtype=np.float64), np.asarray(b, dtype=np.float64)
     if a.shape != b.shape:
@@ -470,7 +477,10 @@ def mse(a, b):
 
 
 def sqnr_db(x, x_hat):
-    """Signal-to-quantization-noise ratio in dB: 10*log10(sum x^2 / sum (x - x_hat)^2); inf if exact."""
+    """Signal-to-quantization-noise ratio in dB: 10*log10(sum x^2 / sum (x - x_hat)^2); inf if exact.
+
+    Arrays of different shapes are a ValueError; a zero signal with nonzero noise gives -inf.
+    """
     ### BEGIN SOLUTION
     x, x_hat = np.asarray(x, dtype=np.float64), np.asarray(x_hat, dtype=np.float64)
     if x.shape != x_hat.shape:
@@ -485,7 +495,7 @@ def sqnr_db(x, x_hat):
     ### END SOLUTION
 
 
-# %% nbgrader={"grade": true, "grade_id": "test_metrics", "locked": true, "points": 0, "schema_version": 3, "solution": false}
+# %% nbgrader={"grade": false, "grade_id": "test_metrics", "locked": true, "schema_version": 3, "solution": false}
 assert mse([1.0, 2.0], [1.0, 4.0]) == 2.0
 assert np.isclose(sqnr_db([1.0, 1.0], [1.1, 0.9]), 20.0)
 assert sqnr_db([1.0], [1.0]) == float("inf")

@@ -2,6 +2,7 @@
 # jupyter:
 #   jupytext:
 #     cell_metadata_filter: nbgrader,tags,-all
+#     formats: ipynb,py:percent
 #     text_representation:
 #       extension: .py
 #       format_name: percent
@@ -99,7 +100,7 @@ def check_batch(x, who="observer"):
     ### END SOLUTION
 
 
-# %% nbgrader={"grade": true, "grade_id": "test_check_batch", "locked": true, "points": 0, "schema_version": 3, "solution": false}
+# %% nbgrader={"grade": false, "grade_id": "test_check_batch", "locked": true, "schema_version": 3, "solution": false}
 out = check_batch([1, 2, 3])
 assert out.dtype == np.float64 and out.tolist() == [1.0, 2.0, 3.0]
 assert check_batch(np.zeros((0, 4))).shape == (0, 4)
@@ -158,7 +159,7 @@ def channel_view(x, axis=None):
     ### END SOLUTION
 
 
-# %% nbgrader={"grade": true, "grade_id": "test_channel_view", "locked": true, "points": 0, "schema_version": 3, "solution": false}
+# %% nbgrader={"grade": false, "grade_id": "test_channel_view", "locked": true, "schema_version": 3, "solution": false}
 a = np.arange(6).reshape(2, 3)
 assert channel_view(a).tolist() == [[0, 1, 2, 3, 4, 5]]
 assert channel_view(a, axis=1).tolist() == [[0, 3], [1, 4], [2, 5]]
@@ -315,7 +316,7 @@ class MinMaxObserver(Observer):
         ### END SOLUTION
 
 
-# %% nbgrader={"grade": true, "grade_id": "test_MinMaxObserver", "locked": true, "points": 0, "schema_version": 3, "solution": false}
+# %% nbgrader={"grade": false, "grade_id": "test_MinMaxObserver", "locked": true, "schema_version": 3, "solution": false}
 obs = MinMaxObserver()
 batch = np.array([-1.0, 0.0, 0.5, 2.0], dtype=np.float32)
 assert obs(batch) is batch                      # returns its input, unchanged
@@ -415,7 +416,7 @@ class MovingAverageMinMaxObserver(Observer):
         ### END SOLUTION
 
 
-# %% nbgrader={"grade": true, "grade_id": "test_MovingAverageMinMaxObserver", "locked": true, "points": 0, "schema_version": 3, "solution": false}
+# %% nbgrader={"grade": false, "grade_id": "test_MovingAverageMinMaxObserver", "locked": true, "schema_version": 3, "solution": false}
 obs = MovingAverageMinMaxObserver(averaging_constant=0.01)
 obs(np.array([-1.0, 1.0]))
 assert obs.calculate_range(symmetric=False) == (-1.0, 1.0)     # first batch sets the state
@@ -509,7 +510,7 @@ class PercentileObserver(Observer):
         ### END SOLUTION
 
 
-# %% nbgrader={"grade": true, "grade_id": "test_PercentileObserver", "locked": true, "points": 0, "schema_version": 3, "solution": false}
+# %% nbgrader={"grade": false, "grade_id": "test_PercentileObserver", "locked": true, "schema_version": 3, "solution": false}
 obs = PercentileObserver(percentile=99.99)
 obs(np.arange(5001.0))
 obs(np.arange(5001.0, 10001.0))                  # two batches: percentiles of the union
@@ -601,7 +602,7 @@ class MSEObserver(Observer):
         ### END SOLUTION
 
 
-# %% nbgrader={"grade": true, "grade_id": "test_MSEObserver", "locked": true, "points": 0, "schema_version": 3, "solution": false}
+# %% nbgrader={"grade": false, "grade_id": "test_MSEObserver", "locked": true, "schema_version": 3, "solution": false}
 _rng = np.random.default_rng(2)
 _x = np.append(_rng.uniform(-1, 1, 50_000), [5.0, -5.0])
 mse_obs = MSEObserver()
@@ -734,7 +735,7 @@ class HistogramObserver(Observer):
         ### END SOLUTION
 
 
-# %% nbgrader={"grade": true, "grade_id": "test_HistogramObserver", "locked": true, "points": 0, "schema_version": 3, "solution": false}
+# %% nbgrader={"grade": false, "grade_id": "test_HistogramObserver", "locked": true, "schema_version": 3, "solution": false}
 hobs = HistogramObserver(bins=4)
 hobs(np.array([0.0, 0.5, -1.5, 2.0, 0.0]))           # amax 2: bins of width 0.5 over [0, 2]
 hist, amax = hobs.histogram()
@@ -861,7 +862,7 @@ def l2_search(hist, amax, bits=8, symmetric=True):
     ### END SOLUTION
 
 
-# %% nbgrader={"grade": true, "grade_id": "test_l2_search", "locked": true, "points": 0, "schema_version": 3, "solution": false}
+# %% nbgrader={"grade": false, "grade_id": "test_l2_search", "locked": true, "schema_version": 3, "solution": false}
 def _signed_hist(x, bins):
     """Signed histogram of nonzero values of x with `bins` bins per side (test helper)."""
     amax = np.abs(x).max()
@@ -983,7 +984,7 @@ def entropy_search(hist, amax, bits=8, symmetric=True):
     ### END SOLUTION
 
 
-# %% nbgrader={"grade": true, "grade_id": "test_entropy_search", "locked": true, "points": 0, "schema_version": 3, "solution": false}
+# %% nbgrader={"grade": false, "grade_id": "test_entropy_search", "locked": true, "schema_version": 3, "solution": false}
 # a tiny hand-checkable case of kl_window: no clipping and one bin per level -> Q == P -> KL 0
 assert abs(kl_window([1.0, 2.0, 3.0, 4.0], 0, 0, 4)) < 1e-12
 # two bins per level, [1, 3] -> Q = [2, 2]: KL = 1/4 log(1/2) + 3/4 log(3/2)
@@ -1052,7 +1053,7 @@ def group_qparams(w, group_size=128, bits=4, symmetric=True):
     ### END SOLUTION
 
 
-# %% nbgrader={"grade": true, "grade_id": "test_group_qparams", "locked": true, "points": 0, "schema_version": 3, "solution": false}
+# %% nbgrader={"grade": false, "grade_id": "test_group_qparams", "locked": true, "schema_version": 3, "solution": false}
 _w = np.array([[1.0, -2.0, 3.0, -4.0, 0.5, 0.5, 0.5, 0.5]])
 s, z = group_qparams(_w, group_size=4, bits=4)
 assert s.shape == (1, 2) and np.allclose(s, [[4 / 7, 0.5 / 7]]) and np.all(z == 0)

@@ -2,6 +2,7 @@
 # jupyter:
 #   jupytext:
 #     cell_metadata_filter: nbgrader,tags,-all
+#     formats: ipynb,py:percent
 #     text_representation:
 #       extension: .py
 #       format_name: percent
@@ -167,7 +168,7 @@ def quantize_weight(w, observer, bits=8):
     ### END SOLUTION
 
 
-# %% nbgrader={"grade": true, "grade_id": "test_quantize_weight", "locked": true, "points": 0, "schema_version": 3, "solution": false}
+# %% nbgrader={"grade": false, "grade_id": "test_quantize_weight", "locked": true, "schema_version": 3, "solution": false}
 _w = np.array([[0.5, -1.27], [0.02, 0.006]], np.float32)
 _q, _s = quantize_weight(_w, MinMaxObserver(axis=0))
 assert _q.dtype == np.int8 and _s.dtype == np.float32 and _s.shape == (2,)
@@ -212,7 +213,7 @@ def quantize_bias(bias, in_scale, w_scale):
     ### END SOLUTION
 
 
-# %% nbgrader={"grade": true, "grade_id": "test_quantize_bias", "locked": true, "points": 0, "schema_version": 3, "solution": false}
+# %% nbgrader={"grade": false, "grade_id": "test_quantize_bias", "locked": true, "schema_version": 3, "solution": false}
 _b = quantize_bias(np.array([0.5, -0.25], np.float32), np.float32(0.1), np.array([0.01, 0.02], np.float32))
 assert _b.dtype == np.int32 and _b.tolist() == [500, -125], _b
 assert quantize_bias(None, 0.1, [0.01]) is None
@@ -272,7 +273,7 @@ def integer_linear(x_q, x_zp, w_q, bias_q=None):
     ### END SOLUTION
 
 
-# %% nbgrader={"grade": true, "grade_id": "test_integer_linear", "locked": true, "points": 0, "schema_version": 3, "solution": false}
+# %% nbgrader={"grade": false, "grade_id": "test_integer_linear", "locked": true, "schema_version": 3, "solution": false}
 _acc = integer_linear(np.array([[1, 2]], np.int8), 1, np.array([[3, 4], [-1, 5]], np.int8),
                       np.array([10, 0], np.int32))
 assert _acc.dtype == np.int32 and _acc.tolist() == [[14, 5]], _acc
@@ -320,7 +321,7 @@ def requantize(acc, multiplier, zero_point, bits=8):
     ### END SOLUTION
 
 
-# %% nbgrader={"grade": true, "grade_id": "test_requantize", "locked": true, "points": 0, "schema_version": 3, "solution": false}
+# %% nbgrader={"grade": false, "grade_id": "test_requantize", "locked": true, "schema_version": 3, "solution": false}
 _y = requantize(np.array([[100, -100, 5000]], np.int32), np.array([0.025, 0.025, 0.1]), 3)
 assert _y.dtype == np.int8 and _y.tolist() == [[5, 1, 127]], _y
 assert requantize(np.array([-10 ** 6], np.int32), 1.0, 0).tolist() == [-128]
@@ -467,7 +468,7 @@ class QuantizedLayer(nn.Module):
         return f"{self.kind}, {self.w_q.shape}, w{self.bits}a{self.act_bits}, {mode}"
 
 
-# %% nbgrader={"grade": true, "grade_id": "test_quantized_layer", "locked": true, "points": 0, "schema_version": 3, "solution": false}
+# %% nbgrader={"grade": false, "grade_id": "test_quantized_layer", "locked": true, "schema_version": 3, "solution": false}
 _lin = nn.Linear(3, 2, rng=0).eval()
 _lin.bias.data[:] = [0.1, -0.2]
 _ql = QuantizedLayer.from_float(_lin, functools.partial(MinMaxObserver, axis=0),
@@ -542,7 +543,7 @@ def calibrate(model, calib_batches, activation_observer=MinMaxObserver, layers=N
     ### END SOLUTION
 
 
-# %% nbgrader={"grade": true, "grade_id": "test_calibrate", "locked": true, "points": 0, "schema_version": 3, "solution": false}
+# %% nbgrader={"grade": false, "grade_id": "test_calibrate", "locked": true, "schema_version": 3, "solution": false}
 _obs = calibrate(fp32, calib)
 assert list(_obs) == ["conv1", "conv2", "fc1", "fc2"]
 _s, _z = _obs["conv1"][0].calculate_qparams(bits=8, symmetric=False, signed=True)
@@ -578,10 +579,10 @@ def quantize_model(model, calib_batches, weight_observer=functools.partial(MinMa
 
     APPROACH:
       1. observers = calibrate(model, calib_batches, activation_observer, layers).
-      2. q = copy.deepcopy(model).eval(); for each (name, (obs_in, obs_out)): get both qparams with
-         calculate_qparams(bits=act_bits, symmetric=False, signed=True) and
-         q.set_submodule(name, QuantizedLayer.from_float(layer, weight_observer, bits, act_bits,
-         in_qparams, out_qparams)).
+      2. Work on a deep copy of the model, in eval mode. For each calibrated layer, get the input and
+         output qparams from its two observers (calculate_qparams with bits=act_bits,
+         symmetric=False, signed=True) and put a QuantizedLayer.from_float(layer, weight_observer,
+         bits, act_bits, in_qparams, out_qparams) in the copy in place of the float layer.
     """
     ### BEGIN SOLUTION
     observers = calibrate(model, calib_batches, activation_observer, layers)
@@ -595,7 +596,7 @@ def quantize_model(model, calib_batches, weight_observer=functools.partial(MinMa
     ### END SOLUTION
 
 
-# %% nbgrader={"grade": true, "grade_id": "test_quantize_model", "locked": true, "points": 0, "schema_version": 3, "solution": false}
+# %% nbgrader={"grade": false, "grade_id": "test_quantize_model", "locked": true, "schema_version": 3, "solution": false}
 int8 = quantize_model(fp32, calib)
 assert [type(int8.get_submodule(n)).__name__ for n in quantizable_layers(fp32)] == ["QuantizedLayer"] * 4
 assert isinstance(fp32.fc1, nn.Linear)
@@ -623,11 +624,11 @@ def dynamic_forward(layer, x):
 
     TODO: quantize x with qparams measured on x itself, accumulate in int32, rescale to float.
 
-    APPROACH: s_x, z_x = asymmetric_qparams(x.min(), x.max(), bits=layer.act_bits, signed=True);
-    x_q = quantize(x, s_x, z_x, bits=layer.act_bits, signed=True);
-    acc = integer_linear(layer._to_rows(x_q, z_x), z_x, layer.w_q) (no bias);
-    y = acc * (s_x * layer.w_scale) (float32) + layer.bias (when not None);
-    return layer._from_rows(y, x.shape).
+    APPROACH: take asymmetric signed qparams for `layer.act_bits` bits from the min and max of x
+    itself, and quantize x with them; accumulate in int32 with `integer_linear` on the rows that
+    `layer._to_rows` makes of the codes (with the activation zero point, no bias); rescale each output
+    channel by the activation scale times its weight scale in float32 and add the bias when there is
+    one; `layer._from_rows` gives the result back the input's layout.
     """
     ### BEGIN SOLUTION
     x = np.asarray(x, dtype=np.float32)
@@ -657,7 +658,7 @@ def quantize_dynamic(model, weight_observer=functools.partial(MinMaxObserver, ax
     ### END SOLUTION
 
 
-# %% nbgrader={"grade": true, "grade_id": "test_dynamic", "locked": true, "points": 0, "schema_version": 3, "solution": false}
+# %% nbgrader={"grade": false, "grade_id": "test_dynamic", "locked": true, "schema_version": 3, "solution": false}
 dyn = quantize_dynamic(fp32)
 assert all(dyn.get_submodule(n).dynamic for n in quantizable_layers(fp32))
 _x = digits.x_test[:4].reshape(4, -1)
@@ -689,8 +690,9 @@ def sensitivity(model, calib_batches, eval_fn, **quant_kwargs):
 
     TODO: quantize each layer alone with quantize_model(model, calib, layers=[name], **quant_kwargs).
 
-    APPROACH: calib = list(calib_batches) (a generator can only be read once); base = eval_fn(model);
-    one quantize_model call and one eval_fn call per layer; drops as Python floats.
+    APPROACH: read the batches into a list first (a generator can only be read once); evaluate the
+    float model once; then one quantize_model call and one eval_fn call per layer; drops as Python
+    floats.
     """
     ### BEGIN SOLUTION
     calib = list(calib_batches)
@@ -700,7 +702,7 @@ def sensitivity(model, calib_batches, eval_fn, **quant_kwargs):
     ### END SOLUTION
 
 
-# %% nbgrader={"grade": true, "grade_id": "test_sensitivity", "locked": true, "points": 0, "schema_version": 3, "solution": false}
+# %% nbgrader={"grade": false, "grade_id": "test_sensitivity", "locked": true, "schema_version": 3, "solution": false}
 _ref_logits = fp32(digits.x_calib)
 
 
@@ -737,10 +739,10 @@ def mixed_precision(model, calib_batches, eval_fn, budget, **quant_kwargs):
 
     TODO: the greedy rule above; raise ValueError when the fully quantized model exceeds the budget.
 
-    APPROACH: calib = list(calib_batches); sens = sensitivity(model, calib, eval_fn, **quant_kwargs);
-    q_all = quantize_model(model, calib, **quant_kwargs); size = model_nbytes(q_all); per layer,
-    extra = model_nbytes(model.get_submodule(name)) - model_nbytes(q_all.get_submodule(name));
-    names sorted by -sens (sorted() is stable: ties keep model order).
+    APPROACH: read the batches into a list once and reuse it. Get the sensitivities and the fully
+    quantized model (both with **quant_kwargs) and count bytes with `model_nbytes`. Keeping a layer
+    in FP32 costs its float size minus its quantized size (look the layer up by name in each model).
+    Visit the layers by decreasing sensitivity (sorted() is stable: ties keep model order).
     """
     ### BEGIN SOLUTION
     calib = list(calib_batches)
@@ -760,7 +762,7 @@ def mixed_precision(model, calib_batches, eval_fn, budget, **quant_kwargs):
     ### END SOLUTION
 
 
-# %% nbgrader={"grade": true, "grade_id": "test_mixed_precision", "locked": true, "points": 0, "schema_version": 3, "solution": false}
+# %% nbgrader={"grade": false, "grade_id": "test_mixed_precision", "locked": true, "schema_version": 3, "solution": false}
 _w4 = quantize_model(fp32, calib, bits=4)
 _budget = model_nbytes(_w4) + 20_000
 _mp = mixed_precision(fp32, calib, logit_fidelity, _budget, bits=4)

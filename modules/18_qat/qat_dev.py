@@ -2,6 +2,7 @@
 # jupyter:
 #   jupytext:
 #     cell_metadata_filter: nbgrader,tags,-all
+#     formats: ipynb,py:percent
 #     text_representation:
 #       extension: .py
 #       format_name: percent
@@ -117,11 +118,14 @@ def fake_quantize(x, scale, zero_point, qmin, qmax, axis=None):
     dequantize(quantize(x, scale, zero_point, ...), scale, zero_point) for the same code range.
 
     APPROACH:
-      1. x = np.asarray(x, dtype=np.float32); s = _per_axis(scale, x, axis, "scale");
-         z = _per_axis(zero_point, x, axis, "zero_point") (float32 too: the codes stay in float).
-      2. Validate: _check_range(qmin, qmax); s positive and finite; z inside [qmin, qmax];
-         an empty x returns an empty float32 array; NaN or inf in x -> ValueError saying how many.
-      3. q = np.rint(x / s) + z; clip q to [qmin, qmax]; return (q - z) * s as float32.
+      1. Make x a float32 array; reshape the scale and the zero point with the given `_per_axis`
+         (the zero point in float32 too: the codes stay in float).
+      2. Validate; every failure is a ValueError: the code range (the given `_check_range`), a scale
+         that is not positive and finite, a zero point that is not an integer inside [qmin, qmax],
+         NaN or inf in x (say how many); `_per_axis` already refuses a number of scales or zero
+         points that does not match the axis. An empty x returns an empty float32 array.
+      3. Divide by the scale, round half to even, add the zero point, clip to the code range; then
+         undo the zero point and the scale, and return float32.
 
     EXAMPLE: fake_quantize([-2.5, -1.5, 0.4, 0.6, 9.0], 1.0, 0, -8, 7) -> [-2., -2., 0., 1., 7.]
              fake_quantize([0.26, 3.0], 0.5, 2, 0, 7)  -> [0.5, 2.5]   (codes 3 and 7 = clamp(8))
@@ -148,7 +152,7 @@ def fake_quantize(x, scale, zero_point, qmin, qmax, axis=None):
     ### END SOLUTION
 
 
-# %% nbgrader={"grade": true, "grade_id": "test_fake_quantize", "locked": true, "points": 0, "schema_version": 3, "solution": false}
+# %% nbgrader={"grade": false, "grade_id": "test_fake_quantize", "locked": true, "schema_version": 3, "solution": false}
 from tinyq.quantize import dequantize, quantize
 
 np.testing.assert_array_equal(fake_quantize([-2.5, -1.5, 0.4, 0.6, 9.0], 1.0, 0, -8, 7), [-2, -2, 0, 1, 7])
@@ -206,9 +210,10 @@ def fake_quantize_grad(x, grad_out, scale, zero_point, qmin, qmax, axis=None):
     TODO: return grad_out where the rounded, unclamped code rint(x / scale) + zero_point lies in
     [qmin, qmax], and 0 elsewhere; float32, of x's shape.
 
-    APPROACH: reshape scale/zero_point with _per_axis as in fake_quantize; q = np.rint(x / s) + z
-    (do not clip); mask = (q >= qmin) & (q <= qmax); return grad_out * mask as float32.
-    grad_out must have x's shape (ValueError otherwise).
+    APPROACH: grad_out must have x's shape (ValueError otherwise; a bad code range or a scale count
+    that does not match the axis is a ValueError too, as in fake_quantize). Recompute the codes as
+    the forward pass does (same reshaping, division, rounding and zero point) but without clipping;
+    the gradient passes where a code lies inside [qmin, qmax] and is blocked elsewhere; return float32.
 
     EXAMPLE: fake_quantize_grad([-128.6, -128.4, 127.4, 127.5], [1, 1, 1, 1], 1.0, 0, -128, 127)
              -> [0., 1., 1., 0.]   (127.5 rounds half to even to 128: outside)
@@ -229,7 +234,7 @@ def fake_quantize_grad(x, grad_out, scale, zero_point, qmin, qmax, axis=None):
     ### END SOLUTION
 
 
-# %% nbgrader={"grade": true, "grade_id": "test_fake_quantize_grad", "locked": true, "points": 0, "schema_version": 3, "solution": false}
+# %% nbgrader={"grade": false, "grade_id": "test_fake_quantize_grad", "locked": true, "schema_version": 3, "solution": false}
 _g = fake_quantize_grad([-128.6, -128.4, 127.4, 127.5], np.ones(4), 1.0, 0, -128, 127)
 np.testing.assert_array_equal(_g, [0, 1, 1, 0])
 _codes = np.array([-9, -8, 7, 8], np.float32)                  # qmin - 1, qmin, qmax, qmax + 1
@@ -330,22 +335,21 @@ class FakeQuantize(_FakeQuantizerBase):
         """TODO: observe (training mode and observer on), then fake-quantize (when switched on).
 
         APPROACH:
-          1. x = np.asarray(x, dtype=np.float32).
-          2. If self.training and self.observer_enabled: self.observer(x); then set self.scale
-             (float32 array) and self.zero_point (int32 array) from
-             self.observer.calculate_qparams(bits=self.bits, symmetric=self.symmetric, signed=True).
-          3. Fake quantization off: remember that (self._cache = None) and return x unchanged.
-          4. Otherwise scale, zp = self.qparams() (raises if nothing was observed yet); in training
-             mode cache what backward needs (x and the qparams); return fake_quantize(x, scale, zp,
-             self.qmin, self.qmax, self.axis).
+          1. Work on a float32 array.
+          2. Observe only in training mode with the observer switched on: feed the batch to the
+             observer, then keep the qparams it calculates for this layer's format (its bits and
+             symmetry, signed codes) as self.scale (float32 array) and self.zero_point (int32 array).
+          3. Fake quantization off: clear the backward cache and return the input unchanged.
+          4. Otherwise take the qparams from `qparams()` (a RuntimeError when nothing was observed
+             yet); in training mode cache what backward needs (the input and those qparams); return
+             the input fake-quantized with this layer's code range and axis.
         """
         ### BEGIN SOLUTION
         x = np.asarray(x, dtype=np.float32)
         if self.training and self.observer_enabled:
             self.observer(x)
-            scale, zp = self.observer.calculate_qparams(bits=self.bits, symmetric=self.symmetric, signed=True)
-            self.scale = np.asarray(scale, dtype=np.float32)
-            self.zero_point = np.asarray(zp, dtype=np.int32)
+            qparams = self.observer.calculate_qparams(bits=self.bits, symmetric=self.symmetric, signed=True)
+            self.scale, self.zero_point = np.asarray(qparams[0], np.float32), np.asarray(qparams[1], np.int32)
         if not self.fake_quant_enabled:
             self._cache = None
             return x
@@ -365,7 +369,7 @@ class FakeQuantize(_FakeQuantizerBase):
         ### END SOLUTION
 
 
-# %% nbgrader={"grade": true, "grade_id": "test_fake_quantize_module", "locked": true, "points": 0, "schema_version": 3, "solution": false}
+# %% nbgrader={"grade": false, "grade_id": "test_fake_quantize_module", "locked": true, "schema_version": 3, "solution": false}
 _fq = FakeQuantize(bits=8, symmetric=False)
 _y = _fq(np.array([-1.0, 0.0, 0.5, 2.0], np.float32))
 assert _fq.scale.dtype == np.float32 and _fq.zero_point.dtype == np.int32
@@ -425,9 +429,10 @@ def lsq_grad(x, grad_out, scale, zero_point, qmin, qmax, grad_scale=1.0, axis=No
     Per tensor (axis None) the two sums are float scalars; with `axis` they are float32 arrays with one
     value per index along `axis` (sum over every other axis).
 
-    APPROACH: s = _per_axis(scale, x, axis, "scale"), z likewise; u = x / s; q = np.rint(u) + z;
-    below = q < qmin, above = q > qmax, inside = the rest; build d with np.where; reduce with
-    np.sum(..., axis=other axes) (all axes when axis is None). Compute the sums in float64.
+    APPROACH: reshape the scale and the zero point with `_per_axis`; compute the unclamped codes as
+    fake_quantize_grad does; split the elements into below, inside and above the range; build d with
+    np.where; sum over every axis but `axis` (all axes when axis is None), in float64. grad_out of
+    another shape than x is a ValueError, as in fake_quantize_grad.
 
     EXAMPLE: x = [-3, -0.26, 0.1, 0.37, 0.5, 2.9], s = 0.25, z = 0, [-8, 7], g = 1/sqrt(42),
              grad_out = ones -> grad_x = [0, 1, 1, 1, 1, 0], grad_scale = -0.28391814,
@@ -460,7 +465,7 @@ def lsq_grad(x, grad_out, scale, zero_point, qmin, qmax, grad_scale=1.0, axis=No
     ### END SOLUTION
 
 
-# %% nbgrader={"grade": true, "grade_id": "test_lsq_grad", "locked": true, "points": 0, "schema_version": 3, "solution": false}
+# %% nbgrader={"grade": false, "grade_id": "test_lsq_grad", "locked": true, "schema_version": 3, "solution": false}
 _gx, _gs, _gz = lsq_grad([-3, -0.26, 0.1, 0.37, 0.5, 2.9], np.ones(6), 0.25, 0, -8, 7, grad_scale=1 / np.sqrt(42))
 np.testing.assert_array_equal(_gx, [0, 1, 1, 1, 1, 0])
 assert abs(_gs - -0.28391814) < 1e-6 and abs(_gz - -0.07715168) < 1e-6, (_gs, _gz)
@@ -536,10 +541,11 @@ class LSQFakeQuantize(_FakeQuantizerBase):
     def forward(self, x):
         """TODO: initialise on the first training batch, then fake-quantize with the learned step size.
 
-        APPROACH: x float32; if self.training and not self.initialized: self.initialize(x).
-        Fake quantization off: self._cache = None, return x. Otherwise scale, zp = self.qparams()
-        (the clamped step size); in training mode cache (x, scale, zp); return
-        fake_quantize(x, scale, zp, self.qmin, self.qmax, self.axis).
+        APPROACH: work in float32; the first batch seen in training mode sets the step size (the
+        given `initialize`). Fake quantization off: clear the backward cache and return the input.
+        Otherwise take the qparams from `qparams()` (the clamped step size); in training mode cache
+        the input and those qparams for backward; return the input fake-quantized with this layer's
+        code range and axis.
         """
         ### BEGIN SOLUTION
         x = np.asarray(x, dtype=np.float32)
@@ -569,7 +575,7 @@ class LSQFakeQuantize(_FakeQuantizerBase):
         ### END SOLUTION
 
 
-# %% nbgrader={"grade": true, "grade_id": "test_lsq_fake_quantize", "locked": true, "points": 0, "schema_version": 3, "solution": false}
+# %% nbgrader={"grade": false, "grade_id": "test_lsq_fake_quantize", "locked": true, "schema_version": 3, "solution": false}
 _lsq = LSQFakeQuantize(bits=4, symmetric=True)
 _v = np.array([-3, -0.26, 0.1, 0.37, 0.5, 2.9], np.float32)
 _lsq(_v)                                                        # initialises from min/max: s = 3 / 7
@@ -622,9 +628,10 @@ class QATLayer(nn.Module):
     def forward(self, x):
         """TODO: out_fq(layer(in_fq(x)) computed with weight_fq(W) as the weight).
 
-        APPROACH: x = self.in_fq(x); w = self.layer.weight.data; w_fq = self.weight_fq(w);
-        set self.layer.weight.data = w_fq, y = self.layer(x), and restore the float weight in a
-        `finally:`; in training mode keep w_fq for backward (self._w_fq); return self.out_fq(y).
+        APPROACH: fake-quantize the input, then the float weight; run the wrapped layer with the
+        fake-quantized weight swapped into the weight's `.data`, and put the float weight back in a
+        `finally:` whatever happens; in training mode keep the fake-quantized weight for backward
+        (in self._w_fq); return the layer's output fake-quantized.
         """
         ### BEGIN SOLUTION
         x = self.in_fq(x)
@@ -643,10 +650,11 @@ class QATLayer(nn.Module):
     def backward(self, grad_out):
         """TODO: the chain in reverse; the float weight's .grad receives weight_fq.backward(dL/dW_fq).
 
-        APPROACH: g = self.out_fq.backward(grad_out). Keep the weight's data and its accumulated grad;
-        put self._w_fq in .data and a zero array in .grad; dx = self.layer.backward(g) (this adds
-        dL/dW_fq into .grad); restore .data in a `finally:`; then set .grad = old grad +
-        self.weight_fq.backward(dL/dW_fq). Return self.in_fq.backward(dx).
+        APPROACH: go back through the output quantizer first. Keep the weight's data and its
+        accumulated grad; put the cached fake-quantized weight in .data and zeros in .grad, so that the
+        layer's backward returns dL/dx and leaves dL/dW_fq in .grad; restore data and grad in a
+        `finally:`; the float weight's grad then gains the weight quantizer's backward of dL/dW_fq.
+        Return the gradient that comes back through the input quantizer.
         """
         ### BEGIN SOLUTION
         g = self.out_fq.backward(grad_out)
@@ -664,7 +672,7 @@ class QATLayer(nn.Module):
         ### END SOLUTION
 
 
-# %% nbgrader={"grade": true, "grade_id": "test_qat_layer", "locked": true, "points": 0, "schema_version": 3, "solution": false}
+# %% nbgrader={"grade": false, "grade_id": "test_qat_layer", "locked": true, "schema_version": 3, "solution": false}
 _rng = np.random.default_rng(1)
 _lin = nn.Linear(6, 3, rng=0)
 _ql = QATLayer(_lin, FakeQuantize(4, symmetric=True, axis=0, observer=MovingAverageMinMaxObserver(1.0, axis=0)),
@@ -774,7 +782,7 @@ def prepare_qat(model, weight_bits=8, act_bits=8, per_channel=True, lsq=False):
     ### END SOLUTION
 
 
-# %% nbgrader={"grade": true, "grade_id": "test_prepare_qat", "locked": true, "points": 0, "schema_version": 3, "solution": false}
+# %% nbgrader={"grade": false, "grade_id": "test_prepare_qat", "locked": true, "schema_version": 3, "solution": false}
 from tinyq import zoo
 from tinyq.data import load_digits
 
@@ -816,7 +824,7 @@ def convert_qat(model):
     ### END SOLUTION
 
 
-# %% nbgrader={"grade": true, "grade_id": "test_convert_qat", "locked": true, "points": 0, "schema_version": 3, "solution": false}
+# %% nbgrader={"grade": false, "grade_id": "test_convert_qat", "locked": true, "schema_version": 3, "solution": false}
 for _xb, _ in digits.batches("calib", 50):
     _q(_xb)                                          # training mode: every quantizer observes
 _q.eval()
@@ -852,14 +860,16 @@ def train_qat(model, x, y, epochs=3, lr=1e-4, batch_size=32, seed=0, freeze_obse
 
     TODO: the loop described above.
 
-    APPROACH: opt = nn.Adam(model.parameters(), lr=lr); model.train(); step = 0. For each epoch, for
-    (xb, yb) in batches(x, y, batch_size, shuffle=True, seed=seed + epoch):
-      - freeze the observers (enable_observers(model, False)) when step == freeze_observers_after;
-      - the loss and d loss / d logits from nn.cross_entropy(model(xb), yb);
-      - opt.zero_grad(); model.backward(d logits); opt.step(); step += 1; record the loss;
-      - every eval_every steps (when eval_fn is given): model.eval(), record (step, eval_fn(model)),
-        model.train().
-    After the loop: evaluate once more if the last step was not evaluated; model.eval(); return.
+    APPROACH: an nn.Adam optimiser over the model's parameters at rate lr, the model in training
+    mode, a step counter. Each epoch takes its shuffled mini-batches from `batches` with seed
+    `seed + epoch`, and for each:
+      - when the step count reaches freeze_observers_after, switch every observer off;
+      - nn.cross_entropy gives the loss and its gradient with respect to the logits;
+      - clear the gradients, backpropagate, let the optimiser step, count the step, record the loss;
+      - every eval_every steps (when eval_fn is given) evaluate in eval mode, record the step and
+        the value, and go back to training mode.
+    After the loop, evaluate once more unless the last step was just evaluated; leave the model in
+    eval mode.
 
     EXAMPLE: hist = train_qat(prepare_qat(fp32, weight_bits=3), d.x_train, d.y_train,
                               eval_fn=accuracy_on_test, eval_every=10)
@@ -897,7 +907,7 @@ def train_qat(model, x, y, epochs=3, lr=1e-4, batch_size=32, seed=0, freeze_obse
     ### END SOLUTION
 
 
-# %% nbgrader={"grade": true, "grade_id": "test_train_qat", "locked": true, "points": 0, "schema_version": 3, "solution": false}
+# %% nbgrader={"grade": false, "grade_id": "test_train_qat", "locked": true, "schema_version": 3, "solution": false}
 _q = prepare_qat(fp32, weight_bits=8, act_bits=8)
 print(_q.fc1)
 _hist = train_qat(_q, digits.x_calib, digits.y_calib, epochs=1, batch_size=50,
@@ -1107,22 +1117,32 @@ for _k, _v in step_s.items():
 # Every fake quantizer adds an observer update, a divide, a round and a clip per element, and a mask
 # in the backward pass: cheap next to the matmuls, but not free; on a GPU the same ops are a few
 # extra element-wise kernels per layer. Then the whole procedure, side by side (wall time of the single
-# W3A8 runs above, images counted, source lines counted with `inspect` in your exported package,
-# `tinyq.ptq` and `tinyq.qat`):
+# W3A8 runs above, images counted, source lines counted with `inspect`: module 17's path in `tinyq.ptq`,
+# and QAT's path in the functions and classes you wrote above):
 
 # %%
 import inspect
+import linecache
 
 
 def n_lines(*objects):
-    return sum(len(inspect.getsource(o).splitlines()) for o in objects)
+    """Source lines of functions and classes, docstrings included. A class defined in a notebook cell
+    has no file that `inspect` can read; its lines are found in the cell that holds its methods."""
+    total = 0
+    for o in objects:
+        try:
+            total += len(inspect.getsource(o).splitlines())
+        except (OSError, TypeError):
+            method = next(f for f in vars(o).values() if inspect.isfunction(f))
+            cell = linecache.getlines(method.__code__.co_filename)
+            start = next(i for i, line in enumerate(cell) if line.startswith(f"class {o.__name__}"))
+            total += len(inspect.getblock(cell[start:]))
+    return total
 
 
 from tinyq import ptq as _ptq
-from tinyq import qat as _qat
 
-_qat_lines = n_lines(_qat.fake_quantize, _qat.fake_quantize_grad, _qat.FakeQuantize, _qat.QATLayer,
-                     _qat.prepare_qat, _qat.train_qat, _qat.convert_qat)
+_qat_lines = n_lines(fake_quantize, fake_quantize_grad, FakeQuantize, QATLayer, prepare_qat, train_qat, convert_qat)
 _w3 = next(r for r in rows if r[0] == "W3A8")
 _steps = len(curves["W3A8"]["loss"])
 effort = [

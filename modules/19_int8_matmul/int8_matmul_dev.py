@@ -2,6 +2,7 @@
 # jupyter:
 #   jupytext:
 #     cell_metadata_filter: nbgrader,tags,-all
+#     formats: ipynb,py:percent
 #     text_representation:
 #       extension: .py
 #       format_name: percent
@@ -23,7 +24,7 @@
 # | exercise | computes | float32 baseline |
 # |---|---|---|
 # | `gemv_w8` | $y = s_w \odot (W_q\,x)$: int8 weights, float32 vector (LLM decoding) | `w @ x` |
-# | `gemm_int8` | $C = A_q W_q^\top$: int8 x int8, exact int32 accumulation | `a @ w.T` |
+# | `int32_safe_k`, `gemm_int8` | $C = A_q W_q^\top$: int8 x int8, exact int32 accumulation up to a stated $K$ | `a @ w.T` |
 # | `gemm_int8_zp` | $\sum_k (a_k - z_a)\,w_k$, an activation zero point handled with precomputed sums | |
 # | `quantize_multiplier`, `requantize` | int32 accumulators back to int8 with gemmlowp fixed point, bit-exact | |
 # | `quantized_linear` | the whole int8-in, int8-out layer | `x @ w.T + b` |
@@ -153,7 +154,7 @@ def gemv_w8(w_q, w_scale, x):
     ### END SOLUTION
 
 
-# %% nbgrader={"grade": true, "grade_id": "test_gemv_w8", "locked": true, "points": 0, "schema_version": 3, "solution": false}
+# %% nbgrader={"grade": false, "grade_id": "test_gemv_w8", "locked": true, "schema_version": 3, "solution": false}
 _w = np.array([[1, -2], [3, 4]], np.int8)
 assert np.allclose(gemv_w8(_w, np.array([0.5, 0.25], np.float32), np.array([1.0, 2.0], np.float32)), [-1.5, 2.75])
 _rng = np.random.default_rng(0)
@@ -191,26 +192,9 @@ assert np.allclose(gemv_w8(_wq, 0.5, _x), 0.5 * (_wq.astype(np.float64) @ _x), r
 # For zero-point-shifted activations $a - z_a \in [-255, 255]$ (section 3) it drops to 65793.
 # Real layers have $K$ in the thousands, so int32 is plenty. It is also why nobody accumulates int8
 # products in int16: two products can already overflow it. Your `gemm_int8` must refuse a $K$ it
-# cannot compute exactly, with a `ValueError`.
-#
-# **Making it fast.** A plain triple loop computes one dot product at a time. Each output then loads
-# one byte of $A$ and one byte of $W$ per multiply-add, and the loads, not the multiplies, set the
-# speed. **Register blocking** fixes that. Compute a $4 \times 2$ tile of $C$ at once, with 8 int32
-# accumulators that live in registers. Every $a_{mk}$ you load is used twice and every $w_{nk}$ four
-# times: 6 loads for 8 multiply-adds instead of 16. The innermost loop runs over $k$, along contiguous
-# rows of both $A$ and $W$ (that is why $W$ is stored $N \times K$). LLVM vectorises it 8 lanes at a
-# time: `vpmovsxbd` widens 8 int8 to 8 int32, `vpmulld` multiplies, `vpaddd` accumulates.
-#
-# **A Numba typing trap.** Numba types `int32 * int32` as **int64** (Python-style promotion). Keep the
-# accumulators int32 by writing `s = np.int32(s + np.int32(a) * np.int32(w))`. LLVM then sees that
-# only 32 bits survive and multiplies in 32 bits. Without the cast you get 4-lane int64 arithmetic,
-# half as fast and no longer what the hardware accumulates.
-#
-# Numba resolves globals when it compiles. A kernel that calls another Numba function has that
-# function compiled in, so tests cannot swap it. Keep each exercise's kernel private (`_gemm_int8_kernel`)
-# and call other exercises only from plain Python.
+# cannot compute exactly, with a `ValueError`. First write the bound itself, for any operand magnitudes.
 
-# %% nbgrader={"grade": false, "grade_id": "gemm_int8", "locked": false, "schema_version": 3, "solution": true}
+# %% nbgrader={"grade": false, "grade_id": "int32_safe_k", "locked": false, "schema_version": 3, "solution": true}
 #| export
 INT32_MAX = 2**31 - 1
 
@@ -234,6 +218,32 @@ def int32_safe_k(max_abs_a=128, max_abs_w=128):
     ### END SOLUTION
 
 
+# %% nbgrader={"grade": false, "grade_id": "test_int32_safe_k", "locked": true, "schema_version": 3, "solution": false}
+assert int32_safe_k() == 131071 and int32_safe_k(255, 128) == 65793
+print("int32_safe_k: ok")
+
+# %% [markdown]
+# ### The kernel: `gemm_int8`
+#
+# **Making it fast.** A plain triple loop computes one dot product at a time. Each output then loads
+# one byte of $A$ and one byte of $W$ per multiply-add, and the loads, not the multiplies, set the
+# speed. **Register blocking** fixes that. Compute a $4 \times 2$ tile of $C$ at once, with 8 int32
+# accumulators that live in registers. Every $a_{mk}$ you load is used twice and every $w_{nk}$ four
+# times: 6 loads for 8 multiply-adds instead of 16. The innermost loop runs over $k$, along contiguous
+# rows of both $A$ and $W$ (that is why $W$ is stored $N \times K$). LLVM vectorises it 8 lanes at a
+# time: `vpmovsxbd` widens 8 int8 to 8 int32, `vpmulld` multiplies, `vpaddd` accumulates.
+#
+# **A Numba typing trap.** Numba types `int32 * int32` as **int64** (Python-style promotion). Keep the
+# accumulators int32 by writing `s = np.int32(s + np.int32(a) * np.int32(w))`. LLVM then sees that
+# only 32 bits survive and multiplies in 32 bits. Without the cast you get 4-lane int64 arithmetic,
+# half as fast and no longer what the hardware accumulates.
+#
+# Numba resolves globals when it compiles. A kernel that calls another Numba function has that
+# function compiled in, so tests cannot swap it. Keep each exercise's kernel private (`_gemm_int8_kernel`)
+# and call other exercises only from plain Python.
+
+# %% nbgrader={"grade": false, "grade_id": "gemm_int8", "locked": false, "schema_version": 3, "solution": true}
+#| export
 @njit(inline="always")
 def _dot_i8(x, y):
     """int32 dot product of two int8 vectors of the same length (for leftover rows and columns)."""
@@ -339,8 +349,7 @@ def gemm_int8(a_q, w_q):
     ### END SOLUTION
 
 
-# %% nbgrader={"grade": true, "grade_id": "test_gemm_int8", "locked": true, "points": 0, "schema_version": 3, "solution": false}
-assert int32_safe_k() == 131071 and int32_safe_k(255, 128) == 65793
+# %% nbgrader={"grade": false, "grade_id": "test_gemm_int8", "locked": true, "schema_version": 3, "solution": false}
 _c = gemm_int8(np.array([[1, 2], [3, 4]], np.int8), np.array([[1, 0], [0, 1], [1, 1]], np.int8))
 assert _c.dtype == np.int32 and _c.tolist() == [[1, 2, 3], [3, 4, 7]]
 for _m, _n, _k in [(1, 1, 1), (1, 9, 31), (7, 1, 17), (9, 13, 67), (64, 48, 256)]:
@@ -432,7 +441,7 @@ def gemm_int8_zp(a_q, a_zp, w_q, w_colsums=None):
     ### END SOLUTION
 
 
-# %% nbgrader={"grade": true, "grade_id": "test_gemm_int8_zp", "locked": true, "points": 0, "schema_version": 3, "solution": false}
+# %% nbgrader={"grade": false, "grade_id": "test_gemm_int8_zp", "locked": true, "schema_version": 3, "solution": false}
 assert weight_colsums(np.array([[1, 2, 3], [-128, -128, 0]], np.int8)).tolist() == [6, -256]
 assert gemm_int8_zp(np.array([[5, 6]], np.int8), 5, np.array([[1, 1], [2, -1]], np.int8)).tolist() == [[1, -1]]
 _a = _rng.integers(-128, 128, size=(6, 300), dtype=np.int8)
@@ -489,7 +498,8 @@ def quantize_multiplier(m):
 
     APPROACH: m in float64, finite and >= 0 (ValueError otherwise). q, shift = np.frexp(m);
     m0 = round_half_away(q * 2**31) (q >= 0, so floor(q * 2**31 + 0.5)); where m0 == 2**31 halve it
-    and add 1 to shift; where m == 0 or shift < -31 give (0, 0). Refuse m >= 2**30 (shift > 30).
+    and add 1 to shift; where m == 0 or shift < -31 give (0, 0). Refuse m >= 2**30 (shift > 30) with
+    a ValueError too.
 
     EXAMPLE: quantize_multiplier(0.0123456) -> (1696766344, -6);  quantize_multiplier(0.5) -> (1073741824, 0);
              quantize_multiplier(1.0) -> (1073741824, 1)
@@ -515,7 +525,7 @@ def quantize_multiplier(m):
     ### END SOLUTION
 
 
-# %% nbgrader={"grade": true, "grade_id": "test_quantize_multiplier", "locked": true, "points": 0, "schema_version": 3, "solution": false}
+# %% nbgrader={"grade": false, "grade_id": "test_quantize_multiplier", "locked": true, "schema_version": 3, "solution": false}
 assert quantize_multiplier(0.0123456) == (1696766344, -6)
 assert quantize_multiplier(0.5) == (2**30, 0) and quantize_multiplier(1.0) == (2**30, 1)
 assert quantize_multiplier(0.0) == (0, 0)
@@ -599,11 +609,12 @@ def requantize(acc_i32, m0, shift, out_zp, qmin=-128, qmax=127):
     TODO: validate, broadcast per-tensor parameters to one per channel, allocate the output and run
     `_requantize_kernel`.
 
-    APPROACH: acc_i32 is an integer array whose values fit int32 (ValueError otherwise); m0 and shift
-    are scalars or arrays of length acc.shape[-1] (per output channel, the last axis), with
-    0 <= m0 < 2**31 and -31 <= shift <= 30. With shift > 0 the shifted acc must still fit int32
-    (ValueError). qmin <= out_zp <= qmax. Output dtype: int8 if [qmin, qmax] fits int8, uint8 if it
-    fits uint8, else int32. Reshape acc to 2-D (rows, channels) for the kernel, and the result back.
+    APPROACH: acc_i32 is an integer array (TypeError otherwise) whose values fit int32 (ValueError
+    otherwise); m0 and shift are scalars or arrays of length acc.shape[-1] (per output channel, the
+    last axis), with 0 <= m0 < 2**31 and -31 <= shift <= 30 (ValueError otherwise). With shift > 0
+    the shifted acc must still fit int32 (ValueError). qmin <= out_zp <= qmax (ValueError otherwise).
+    Output dtype: int8 if [qmin, qmax] fits int8, uint8 if it fits uint8, else int32. Reshape acc to
+    2-D (rows, channels) for the kernel, and the result back.
 
     EXAMPLE: requantize(np.array([40500, -40500], np.int32), 1696766344, -6, 0, -1000, 1000)
              -> array([500, -500], dtype=int32)
@@ -642,7 +653,7 @@ def requantize(acc_i32, m0, shift, out_zp, qmin=-128, qmax=127):
     ### END SOLUTION
 
 
-# %% nbgrader={"grade": true, "grade_id": "test_requantize", "locked": true, "points": 0, "schema_version": 3, "solution": false}
+# %% nbgrader={"grade": false, "grade_id": "test_requantize", "locked": true, "schema_version": 3, "solution": false}
 assert srdhm(40500, 1696766344) == 32000 and srdhm(-2**31, -2**31) == 2**31 - 1
 assert rdbpot(32000, 6) == 500 and rdbpot(-3, 1) == -2 and rdbpot(3, 1) == 2 and rdbpot(-5, 2) == -1
 _q = requantize(np.array([40500, -40500], np.int32), 1696766344, -6, 0, -1000, 1000)
@@ -703,7 +714,7 @@ def quantized_linear(x_q, x_scale, x_zp, w_q, w_scale, bias_i32, out_scale, out_
     ### END SOLUTION
 
 
-# %% nbgrader={"grade": true, "grade_id": "test_quantized_linear", "locked": true, "points": 0, "schema_version": 3, "solution": false}
+# %% nbgrader={"grade": false, "grade_id": "test_quantized_linear", "locked": true, "schema_version": 3, "solution": false}
 _y = quantized_linear(np.array([10, 20], np.int8), 0.5, 0, np.array([[1, 1]], np.int8), 0.5, None, 1.0, 0)
 assert _y.dtype == np.int8 and _y.tolist() == [8]
 # against float arithmetic: dequantize, multiply in float64, quantize -- within 1 LSB (double rounding)

@@ -2,6 +2,7 @@
 # jupyter:
 #   jupytext:
 #     cell_metadata_filter: nbgrader,tags,-all
+#     formats: ipynb,py:percent
 #     text_representation:
 #       extension: .py
 #       format_name: percent
@@ -36,9 +37,10 @@
 # You will write: nibble packing in ONNX's order, per-group INT4 quantization of a weight matrix,
 # llama.cpp's **Q8_0** and **Q4_0** blocks byte for byte (checked against the `gguf` package that
 # llama.cpp's tools use), bitsandbytes' **NF4**, and a **W4A16 GEMV** kernel in Numba (4-bit weights,
-# float activations). The module ends with measurements computed from your code: model sizes from
-# real `nbytes`, the accuracy of the digits models with 4-bit weights, bytes moved against memory
-# bandwidth, and how the nibble layout decides the speed of the kernel.
+# float activations). This module is the CPU part; a GPU version of the kernel (CuPy) is planned
+# for later and is not graded here. The module ends with measurements computed from your code:
+# model sizes from real `nbytes`, the accuracy of the digits models with 4-bit weights, bytes moved
+# against memory bandwidth, and how the nibble layout decides the speed of the kernel.
 #
 # **How to work**: edit the cells marked `# YOUR CODE HERE`, run the test below each one, then
 # `tito export 21` and `tito test 21` in a terminal to grade your package.
@@ -122,7 +124,7 @@ def pack_int4(q):
     ### END SOLUTION
 
 
-# %% nbgrader={"grade": true, "grade_id": "test_pack_int4", "locked": true, "points": 0, "schema_version": 3, "solution": false}
+# %% nbgrader={"grade": false, "grade_id": "test_pack_int4", "locked": true, "schema_version": 3, "solution": false}
 packed = pack_int4([1, 2, -3])
 assert packed.dtype == np.uint8 and packed.tolist() == [0x21, 0x0D]       # ONNX's own bytes
 assert pack_int4(np.array([[15, 0], [7, 8]])).tolist() == [[0x0F], [0x87]]
@@ -171,7 +173,7 @@ def unpack_int4(packed, n, signed=True):
     ### END SOLUTION
 
 
-# %% nbgrader={"grade": true, "grade_id": "test_unpack_int4", "locked": true, "points": 0, "schema_version": 3, "solution": false}
+# %% nbgrader={"grade": false, "grade_id": "test_unpack_int4", "locked": true, "schema_version": 3, "solution": false}
 codes = unpack_int4(np.array([0x21, 0x0D], np.uint8), 3)
 assert codes.dtype == np.int8 and codes.tolist() == [1, 2, -3]
 assert unpack_int4(np.array([0x21, 0x0D], np.uint8), 3, signed=False).tolist() == [1, 2, 13]
@@ -215,7 +217,7 @@ def quantize_int4_groups(w, group_size=128, symmetric=True):
 
     APPROACH:
       1. w = float32 array; scale, zp = group_qparams(w, group_size, bits=4, symmetric=symmetric)
-         (it refuses NaN/inf and a K that group_size does not divide).
+         (it raises ValueError for NaN/inf and for a K that group_size does not divide).
       2. View w as (..., K // group_size, group_size) so each group lines up with its scale
          (scale[..., None] broadcasts).
       3. symmetric: codes = clip(rint(w / scale), -7, 7);
@@ -245,7 +247,7 @@ def quantize_int4_groups(w, group_size=128, symmetric=True):
     ### END SOLUTION
 
 
-# %% nbgrader={"grade": true, "grade_id": "test_quantize_int4_groups", "locked": true, "points": 0, "schema_version": 3, "solution": false}
+# %% nbgrader={"grade": false, "grade_id": "test_quantize_int4_groups", "locked": true, "schema_version": 3, "solution": false}
 w_small = np.array([[1.0, -2.0, 3.0, -7.0, 0.5, 0.5, 0.5, 0.7]], np.float32)
 packed, scale, zp = quantize_int4_groups(w_small, group_size=4)
 assert zp is None and packed.dtype == np.uint8 and packed.shape == (1, 4)
@@ -284,7 +286,7 @@ def dequantize_int4_groups(packed, scale, zero_point=None, group_size=128):
     ### END SOLUTION
 
 
-# %% nbgrader={"grade": true, "grade_id": "test_dequantize_int4_groups", "locked": true, "points": 0, "schema_version": 3, "solution": false}
+# %% nbgrader={"grade": false, "grade_id": "test_dequantize_int4_groups", "locked": true, "schema_version": 3, "solution": false}
 w_hat = dequantize_int4_groups(np.array([[0xE1, 0x93, 0x55, 0x75]], np.uint8), np.array([[1.0, 0.1]], np.float32), group_size=4)
 assert w_hat.dtype == np.float32 and w_hat.shape == (1, 8)
 assert np.allclose(w_hat, [[1, -2, 3, -7, 0.5, 0.5, 0.5, 0.7]])
@@ -368,7 +370,8 @@ def quantize_q8_0(x):
     Block bytes: d as little-endian fp16 (2 bytes) then the 32 int8 codes. Return one flat np.uint8
     array of n_blocks * 34 bytes.
 
-    APPROACH: blocks = _gguf_blocks(x, "quantize_q8_0"); keep every step in float32 (np.float32(127),
+    APPROACH: the given `_gguf_blocks` cuts x into blocks of 32, and raises ValueError when the last
+    axis is not a multiple of 32 or a value is NaN or inf; keep every step in float32 (np.float32(127),
     blocks * id[:, None]); round half away from zero with sign(v) * floor(|v| + 0.5) computed in
     float64 (exact for float32 inputs); d.astype("<f2").view(np.uint8) gives the 2 scale bytes;
     fill an (n_blocks, 34) uint8 array and ravel it.
@@ -407,7 +410,7 @@ def dequantize_q8_0(data):
     ### END SOLUTION
 
 
-# %% nbgrader={"grade": true, "grade_id": "test_q8_0", "locked": true, "points": 0, "schema_version": 3, "solution": false}
+# %% nbgrader={"grade": false, "grade_id": "test_q8_0", "locked": true, "schema_version": 3, "solution": false}
 raw = quantize_q8_0(np.array([127, 2.5, -2.5, 3.5, 0.5] + [0] * 27, np.float32))
 assert raw.dtype == np.uint8 and raw.shape == (34,)
 assert raw[:2].tolist() == [0x00, 0x3C]                                # d = 1.0 in fp16
@@ -427,9 +430,10 @@ def quantize_q4_0(x):
     for j in 0..15. Block bytes: d as little-endian fp16, then the 16 bytes qs. Return one flat np.uint8
     array of n_blocks * 18 bytes.
 
-    APPROACH: np.argmax(np.abs(blocks), axis=1) returns the first index on ties; np.take_along_axis
-    (or fancy indexing) picks the signed value; keep float32 throughout (np.float32(-8),
-    np.float32(8.5)); np.trunc then np.minimum(..., 15).
+    APPROACH: blocks from `_gguf_blocks`, as in Q8_0 (a ValueError when the last axis is not a
+    multiple of 32, or for NaN/inf); np.argmax(np.abs(blocks), axis=1) returns the first index on
+    ties; np.take_along_axis (or fancy indexing) picks the signed value; keep float32 throughout
+    (np.float32(-8), np.float32(8.5)); np.trunc then np.minimum(..., 15).
 
     EXAMPLE: the block [-8, 7, 8, 1, -1, .5, -.5, 1.5, 2.5, 3] + [0] * 22 has m = -8 (first of the
              two with |x| = 8), d = 1.0, codes - 8 = [-8, 7, 7, 1, -1, 1, 0, 2, 3, 3, 0, ...];
@@ -466,7 +470,7 @@ def dequantize_q4_0(data):
     ### END SOLUTION
 
 
-# %% nbgrader={"grade": true, "grade_id": "test_q4_0", "locked": true, "points": 0, "schema_version": 3, "solution": false}
+# %% nbgrader={"grade": false, "grade_id": "test_q4_0", "locked": true, "schema_version": 3, "solution": false}
 block = np.array([-8, 7, 8, 1, -1, 0.5, -0.5, 1.5, 2.5, 3] + [0] * 22, np.float32)
 raw = quantize_q4_0(block)
 assert raw.dtype == np.uint8 and raw.shape == (18,) and raw[:2].tolist() == [0x00, 0x3C]
@@ -578,7 +582,7 @@ def dequantize_nf4(packed, absmax, shape, block_size=NF4_BLOCK):
     ### END SOLUTION
 
 
-# %% nbgrader={"grade": true, "grade_id": "test_nf4", "locked": true, "points": 0, "schema_version": 3, "solution": false}
+# %% nbgrader={"grade": false, "grade_id": "test_nf4", "locked": true, "schema_version": 3, "solution": false}
 packed, absmax = quantize_nf4(NF4_CODE * 3)
 assert packed.dtype == np.uint8 and packed.tolist() == [0x01, 0x23, 0x45, 0x67, 0x89, 0xAB, 0xCD, 0xEF]
 assert absmax.dtype == np.float32 and absmax.tolist() == [3.0]
@@ -732,7 +736,7 @@ def gemv_w4(packed, scales, x, group_size=128, layout="interleaved"):
     ### END SOLUTION
 
 
-# %% nbgrader={"grade": true, "grade_id": "test_gemv_w4", "locked": true, "points": 0, "schema_version": 3, "solution": false}
+# %% nbgrader={"grade": false, "grade_id": "test_gemv_w4", "locked": true, "schema_version": 3, "solution": false}
 rng = np.random.default_rng(2)
 w = rng.normal(size=(300, 512)).astype(np.float32)
 x = rng.normal(size=512).astype(np.float32)
@@ -1071,6 +1075,8 @@ plt.tight_layout()
 # thread on each side), where the bytes alone would allow 7.5×; the graded bar is 1.5×. Three
 # things got it there from a first version at about 1×: reading $x$ contiguously (the strided read
 # of §6.4 is far slower), bytes-wide nibble extraction into scratch rows (~30 % less time per weight),
-# and timing without BLAS's spinning threads in the way (§6.3). GPUs (this module's CuPy kernel)
-# and CPUs with more cores per memory channel move the balance back towards the bytes. Next:
+# and timing without BLAS's spinning threads in the way (§6.3). GPUs and CPUs with more cores per
+# memory channel move the balance back towards the bytes. The GPU half of this story, a CuPy W4A16
+# GEMV (`gemv_w4_gpu`), comes later: it is planned together with module 20's GPU kernels and is not
+# part of this module or its grade. Next:
 # module 22 makes 4-bit weights *accurate* (GPTQ, AWQ).
