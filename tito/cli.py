@@ -13,7 +13,7 @@ import typer
 from .commands import doctor_cmd, export_cmd, notebooks_cmd, status_cmd, test_cmd
 
 LEARNER = (export_cmd, test_cmd, status_cmd, notebooks_cmd, doctor_cmd)
-INSTRUCTOR = ("release_cmd", "grade_cmd", "site_cmd", "new_cmd")
+INSTRUCTOR = ("release_cmd", "grade_cmd", "site_cmd", "new_cmd", "gradescope_cmd")
 
 
 def _instructor_groups() -> list:

@@ -182,8 +182,27 @@ def choose_source(folder: Path, source_name: str) -> tuple[Path | None, str]:
     return None, ""
 
 
+def hidden_test_names(files: dict[str, bytes]) -> set[str]:
+    """Names of the tests in hidden test files (`test_NN_hidden_*.py`), as the plugin records them
+    (`test_x`, `TestCase::test_x`; parameters stripped): which results a learner sees only later."""
+    names = set()
+    for rel, data in files.items():
+        if "_hidden" not in Path(rel).name or not rel.endswith(".py"):
+            continue
+        for node in ast.parse(data.decode(), rel).body:
+            if isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef)) and node.name.startswith("test"):
+                names.add(node.name)
+            elif isinstance(node, ast.ClassDef):
+                names.update(f"{node.name}::{f.name}" for f in node.body
+                             if isinstance(f, (ast.FunctionDef, ast.AsyncFunctionDef)) and f.name.startswith("test"))
+    return names
+
+
 class Grader:
-    def __init__(self, instructor_root: Path, modules: list[Module], limits: Limits, work: Path):
+    def __init__(self, instructor_root: Path, modules: list[Module], limits: Limits, work: Path,
+                 exercises: dict | None = None):
+        """`exercises`: the instructor's exercise map where the reference sources are not at hand
+        (the Gradescope autograder ships the map, never the sources)."""
         self.modules = modules
         self.limits = limits
         self.work = work
@@ -191,9 +210,11 @@ class Grader:
         # the grading kit alone (plugin, records, kit): nothing else of tito runs in the sandbox
         self.plugin = {"__init__.py": (instructor_root / "tito" / "__init__.py").read_bytes(),
                        **{f"grading/{k}": v for k, v in read_tree(instructor_root / "tito" / "grading").items()}}
-        self.exercises = exercise_map(instructor_root)   # the instructor's, never the submission's
+        # the instructor's, never the submission's
+        self.exercises = exercises if exercises is not None else exercise_map(instructor_root)
         self.support = read_tree(instructor_root / "tinyq", skip=lambda rel: rel in exported)
         self.tests = {m.key: read_tree(m.tests_dir) for m in modules if m.tests_dir.is_dir()}
+        self.hidden = {key: hidden_test_names(files) for key, files in self.tests.items()}
         self.metadata = {m.key: (m.dir / "module.yaml").read_bytes() for m in modules}
         self.source_names = {m.key: m.source.name for m in modules}
 
@@ -314,18 +335,68 @@ def row_dict(row: GradeRow) -> dict:
     return d
 
 
-def write_gradescope(folder: Path, row: GradeRow) -> Path:
-    """Gradescope's results.json for one submission."""
-    tests = []
-    for r in row.results:
-        if not r.tests:
-            tests.append({"name": r.module, "score": r.score, "max_score": r.max_score, "output": r.note})
-        for t in r.tests:
-            tests.append({"name": f"{r.module}::{t.name}", "score": t.points,
-                          "max_score": t.max_points, "output": t.message or t.outcome})
-    payload = {"score": row.total, "output": f"{row.total:g} / {row.max_total:g}", "tests": tests}
-    target = folder / row.student / "results.json"
-    write_atomically({target: json.dumps(payload, indent=1)})
+VISIBLE, HIDDEN_UNTIL_PUBLISHED = "visible", "after_published"
+
+
+def _perf_text(t) -> str:
+    """A perf test's measured ratio next to its bar (and floor), as `tito test` shows it."""
+    word = "at most" if t.lower_is_better else "at least"
+    text = f"measured {t.measured:.2f} {t.unit}; full points {word} {t.bar:.2f}".replace("  ", " ")
+    return text + (f", none {'above' if t.lower_is_better else 'below'} {t.floor:.2f}" if t.floor is not None else "")
+
+
+def gradescope_payload(row: GradeRow, *, hidden: dict[str, set[str]] | None = None,
+                       execution_time: float | None = None, leaderboard: bool = False) -> dict:
+    """Gradescope's results.json for one submission: one entry per graded test (hidden tests
+    shown after the grades are published), perf tests with their measured ratio and bar, and
+    optionally the perf ratios as leaderboard entries."""
+    hidden = hidden or {}
+    tests, board = [], []
+    for i, r in enumerate(row.results, 1):
+        graded = [t for t in r.tests if t.kind == "test"]
+        for j, t in enumerate(graded, 1):
+            lines = [t.message or t.outcome]
+            if t.measured is not None and t.bar is not None:
+                lines.insert(0, _perf_text(t))
+                if leaderboard:
+                    board.append({"name": f"{r.module}::{t.name}", "value": round(t.measured, 3),
+                                  "order": "asc" if t.lower_is_better else "desc"})
+            if r.note and r.score == 0 and t.outcome == "passed" and t.points < t.max_points:
+                lines.append(r.note)      # passed, yet zeroed: the module's run was tampered with
+            is_hidden = t.name.split("[")[0] in hidden.get(r.module, ())
+            tests.append({"name": f"{r.module}::{t.name}", "number": f"{i}.{j}", "score": t.points,
+                          "max_score": 0.0 if t.not_counted else t.max_points,
+                          "output": "\n".join(x for x in lines if x),
+                          "tags": [r.module] + ([t.exercise] if t.exercise else []),
+                          "visibility": HIDDEN_UNTIL_PUBLISHED if is_hidden else VISIBLE})
+        # points no test record stands for (tests that could not run or be imported): one entry with the reason
+        rest = round(r.max_score - sum(t.max_points for t in graded if not t.not_counted), 2)
+        if rest > 0 or not graded:
+            tests.append({"name": r.module if not graded else f"{r.module}: tests that did not run",
+                          "number": f"{i}" if not graded else f"{i}.{len(graded) + 1}",
+                          "score": r.score if not graded else 0.0, "max_score": max(rest, 0.0),
+                          "output": r.note, "tags": [r.module],
+                          "visibility": VISIBLE if not graded else HIDDEN_UNTIL_PUBLISHED})
+        elif r.note and r.score < r.max_score:     # why a graded module lost its points (it may quote hidden tests)
+            tests.append({"name": f"{r.module}: why points were lost", "number": f"{i}.{len(graded) + 1}",
+                          "score": 0.0, "max_score": 0.0, "output": r.note, "tags": [r.module],
+                          "visibility": HIDDEN_UNTIL_PUBLISHED})
+    # per module, the score only: a zero's reasons can quote hidden tests, which the entries show later
+    notes = [f"{r.module}: {r.score:g} / {r.max_score:g}" for r in row.results]
+    payload = {"score": row.total, "output": "\n".join([f"total {row.total:g} / {row.max_total:g}", *notes]),
+               "tests": tests}
+    if execution_time is not None:
+        payload["execution_time"] = max(0, round(execution_time))
+    if leaderboard:
+        payload["leaderboard"] = board
+    return payload
+
+
+def write_gradescope(folder: Path | None, row: GradeRow, *, target: Path | None = None, **options) -> Path:
+    """Write Gradescope's results.json for one submission to `folder/<student>/results.json` (or to
+    `target`); `options` as `gradescope_payload`."""
+    target = target or folder / row.student / "results.json"
+    write_atomically({target: json.dumps(gradescope_payload(row, **options), indent=1)})
     return target
 
 
@@ -351,7 +422,7 @@ def grade_all(instructor_root: Path, modules: list[Module], submissions: list[Su
                 rows[sub.student] = row_dict(row)
                 write_rows(out_csv, modules, rows)
                 if gradescope:
-                    write_gradescope(gradescope, row)
+                    write_gradescope(gradescope, row, hidden=grader.hidden)
                 if on_row:
                     on_row(row)
 
