@@ -25,8 +25,22 @@ SKIP_TESTS = ("tooling", "notebooks", "support")  # instructor-side checks of th
 # what only an instructor runs: absent from the learner's tito (and so from `tito --help`)
 INSTRUCTOR_ONLY = ("tito/release.py", "tito/grade.py", "tito/site.py", "tito/scaffold.py",
                    "tito/commands/release_cmd.py", "tito/commands/grade_cmd.py", "tito/commands/site_cmd.py",
-                   "tito/commands/new_cmd.py", "tito/templates/new")
+                   "tito/commands/new_cmd.py", "tito/templates/new", "tito/gradescope.py",
+                   "tito/commands/gradescope_cmd.py", "tito/templates/gradescope", "tito/templates/classroom.yml")
 STUDENT_README = Path(__file__).parent / "templates" / "README.student.md"   # the release's README.md
+CLASSROOM_TEMPLATE = Path(__file__).parent / "templates" / "classroom.yml"
+CLASSROOM_WORKFLOW = ".github/workflows/classroom.yml"
+CLASSROOM_TIMEOUT_MIN = 10                        # per module step, in minutes (the grader's unit)
+CLASSROOM_STEP = """      - name: {key}
+        id: {id}
+        uses: classroom-resources/autograding-command-grader@v1
+        with:
+          test-name: {key}
+          setup-command: ""
+          command: tito test {number} --require-pass
+          timeout: {timeout}
+          max-score: {points:g}
+"""
 STUDENT_GITIGNORE = """# written by tito release: what a learner's git should not track
 .venv/
 venv/
@@ -197,6 +211,42 @@ def build(root: Path, staging: Path) -> list[Module]:
     return released
 
 
+def public_points(folder: Path, modules: list[Module]) -> dict[str, float]:
+    """Points of each module's public tests in the release at `folder`, GPU tests left out (GitHub's
+    runners have none, and `tito test` leaves them out of the maximum there)."""
+    from .grading.runner import run_pytest
+    dirs = [m.tests_dir for m in modules if m.tests_dir.is_dir()]
+    records, _, output = run_pytest(dirs, folder, capture=True, extra=["--collect-only"])
+    broken = [r for r in records if r.kind == "collection"]
+    if broken:
+        raise ReleaseError(f"the released tests do not import: {broken[0].message}")
+    points = {m.key: 0.0 for m in modules}
+    for r in records:
+        if r.kind == "test" and not r.needs_gpu and r.module in points:
+            points[r.module] += r.max_points
+    return {k: round(v, 2) for k, v in points.items()}
+
+
+def classroom_workflow(folder: Path, modules: list[Module]) -> str:
+    """GitHub Classroom's workflow for the release at `folder`: one command-grader step per module
+    (`tito test NN --require-pass`, max-score its public points), then the reporter."""
+    import sys
+    from .gradescope import extras_for
+    points = public_points(folder, modules)
+    graded = [m for m in modules if points[m.key] > 0]
+    ids = {m.key: f"module-{m.number:02d}" for m in graded}
+    extras = extras_for(graded)
+    steps = "".join(CLASSROOM_STEP.format(key=m.key, id=ids[m.key], number=f"{m.number:02d}",
+                                          timeout=CLASSROOM_TIMEOUT_MIN, points=points[m.key]) for m in graded)
+    env = "".join(f'          {ids[m.key].upper()}_RESULTS: "${{{{steps.{ids[m.key]}.outputs.result}}}}"\n'
+                  for m in graded)
+    return (CLASSROOM_TEMPLATE.read_text()
+            .replace("@PYTHON_VERSION@", f"{sys.version_info.major}.{sys.version_info.minor}")
+            .replace("@INSTALL@", f".[{','.join(extras)}]" if extras else ".")
+            .replace("@STEPS@\n", steps).replace("@REPORTER_ENV@\n", env)
+            .replace("@RUNNERS@", ",".join(ids.values())))
+
+
 def _merge_tito_state(old: Path, new: Path) -> None:
     """Redoing an untouched release keeps the learner's tito state (scores, backups); the new
     release's record of its notebook pairs wins."""
@@ -214,8 +264,10 @@ def write_manifest(folder: Path) -> None:
                                                "files": files}, indent=1))
 
 
-def release(root: Path, out: Path, force: bool = False) -> tuple[list[Module], Path | None]:
-    """Build, leak-check and install the student flavour at `out`. Returns (modules, backup)."""
+def release(root: Path, out: Path, force: bool = False,
+            classroom: bool = False) -> tuple[list[Module], Path | None]:
+    """Build, leak-check and install the student flavour at `out`. Returns (modules, backup).
+    `classroom`: add GitHub Classroom's autograding workflow (`.github/workflows/classroom.yml`)."""
     out = out.resolve()
     if out == root or root in out.parents:
         raise ReleaseError(f"{out} is inside the course folder; release somewhere else")
@@ -234,6 +286,8 @@ def release(root: Path, out: Path, force: bool = False) -> tuple[list[Module], P
     staging.mkdir()
     try:
         released = build(root, staging)
+        if classroom:
+            write_atomically({staging / CLASSROOM_WORKFLOW: classroom_workflow(staging, released)})
         leaks = find_leaks(staging, solution_lines(all_modules(root)))
         if leaks:
             first = "; ".join(f"{l.file}:{l.line} ({l.exercise}): {l.text[:60]}" for l in leaks[:5])

@@ -21,10 +21,14 @@ def test(modules: Optional[List[str]] = typer.Argument(None, help="15, quantizat
          no_export: bool = typer.Option(False, "--no-export",
                                         help="refuse (instead of re-exporting) when a source changed"),
          keyword: Optional[str] = typer.Option(None, "-k", help="only tests matching this pytest expression"),
-         verbose: bool = typer.Option(False, "-v", "--verbose", help="show pytest's own output")) -> None:
+         verbose: bool = typer.Option(False, "-v", "--verbose", help="show pytest's own output"),
+         require_pass: bool = typer.Option(False, "--require-pass",
+                                           help="exit 1 unless every graded test passed (a speed test "
+                                                "passes at or past its floor); for CI such as GitHub Classroom")) -> None:
     """Grade your exported package with the module's tests: points, measured ratios, total.
 
-    Exits 0 whenever grading ran (whatever the score), non-zero when it could not run.
+    Exits 0 whenever grading ran (whatever the score), non-zero when it could not run; with
+    --require-pass, also 1 when a graded test did not pass.
     """
     root = find_root()
     selected = select(modules, all_, root)
@@ -52,6 +56,12 @@ def test(modules: Optional[List[str]] = typer.Argument(None, help="15, quantizat
     if json_file:
         write_json(results, json_file)
         say(f"wrote {json_file}")
+    if require_pass:
+        failing = [f"{r.module}::{t.name}" for r in results for t in r.tests
+                   if not t.not_counted and t.outcome != "passed"]
+        if failing or not any(r.tests for r in results):
+            more = f" and {len(failing) - 3} more" if len(failing) > 3 else ""
+            raise fail("not every graded test passed: " + (", ".join(failing[:3]) + more if failing else "no tests"), 1)
 
 
 def register(app: typer.Typer) -> None:
