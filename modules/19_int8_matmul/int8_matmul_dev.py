@@ -25,7 +25,8 @@
 # |---|---|---|
 # | `gemv_w8` | $y = s_w \odot (W_q\,x)$: int8 weights, float32 vector (LLM decoding) | `w @ x` |
 # | `int32_safe_k`, `gemm_int8` | $C = A_q W_q^\top$: int8 x int8, exact int32 accumulation up to a stated $K$ | `a @ w.T` |
-# | `gemm_int8_zp` | $\sum_k (a_k - z_a)\,w_k$, an activation zero point handled with precomputed sums | |
+# | `gemm_u8s8` | $C = A_u W_q^\top$: uint8 x int8 with `vpmaddubsw`, exact, about 2x float32 on AVX2 | `a @ w.T` |
+# | `gemm_int8_zp` | $\sum_k (a_k - z_a)\,w_k$, an activation zero point (int8 or uint8 activations) handled with precomputed sums | |
 # | `quantize_multiplier`, `requantize` | int32 accumulators back to int8 with gemmlowp fixed point, bit-exact | |
 # | `quantized_linear` | the whole int8-in, int8-out layer | `x @ w.T + b` |
 #
@@ -190,8 +191,9 @@ assert np.allclose(gemv_w8(_wq, 0.5, _x), 0.5 * (_wq.astype(np.float64) @ _x), r
 # all $-128$ inputs sum to $+2^{31}$, one past `INT32_MAX`. The general bound for operands with
 # magnitudes up to $|a|_{max}$ and $|w|_{max}$ is $\lfloor (2^{31}-1) / (|a|_{max}\,|w|_{max}) \rfloor$.
 # For zero-point-shifted activations $a - z_a \in [-255, 255]$ (section 3) it drops to 65793.
-# Real layers have $K$ in the thousands, so int32 is plenty. It is also why nobody accumulates int8
-# products in int16: two products can already overflow it. Your `gemm_int8` must refuse a $K$ it
+# Real layers have $K$ in the thousands, so int32 is plenty. An int16 accumulator would not be: two
+# products can already overflow it. (Section 2b shows the one place where fast libraries do sum a
+# *pair* of products into int16, and the range condition that keeps it exact.) Your `gemm_int8` must refuse a $K$ it
 # cannot compute exactly, with a `ValueError`. First write the bound itself, for any operand magnitudes.
 
 # %% nbgrader={"grade": false, "grade_id": "int32_safe_k", "locked": false, "schema_version": 3, "solution": true}
@@ -368,10 +370,239 @@ assert gemm_int8(_big, _big)[0, 0] == 131071 * 16384
 ### END HIDDEN TESTS
 
 # %% [markdown]
+# ## 2b. Beating float32 on AVX2: `gemm_u8s8`
+#
+# `gemm_int8` multiplies 8 int32 lanes per instruction, the same as float32's `vfmadd231ps`, and
+# spends extra instructions widening bytes. x86 has better instructions for bytes; LLVM just does
+# not pick them from a blocked loop. Here is the budget of one 256-bit instruction:
+#
+# | instruction | ISA | multiply-adds per instruction | what it does |
+# |---|---|---|---|
+# | `vfmadd231ps` | AVX2/FMA | 8 | fp32 $c \mathrel{+}= a b$, 8 lanes (numpy's SGEMM) |
+# | `vpmulld` + `vpaddd` | AVX2 | 8 in 2 instructions | int32 lanes (`gemm_int8`'s loop) |
+# | `vpmaddwd` | AVX2 | 16 | int16 pairs $a_0 b_0 + a_1 b_1$ into 8 int32 lanes, exact |
+# | `vpmaddubsw` | AVX2 | 32 | **uint8 x int8** pairs $u_0 s_0 + u_1 s_1$ into 16 int16 lanes, **saturating** |
+# | `vpdpbusd` | AVX-VNNI, AVX512-VNNI | 32 | uint8 x int8 quadruples summed into 8 int32 lanes, exact, one instruction |
+#
+# fbgemm (PyTorch), ONNX Runtime and oneDNN on AVX2 all do the same thing: `vpmaddubsw` sums pairs
+# of uint8 x int8 products into int16, then `vpmaddwd` against a vector of int16 ones adds neighbouring
+# pairs into int32, and `vpaddd` accumulates. That is 3 instructions for 32 multiply-adds. On most
+# cores the two multiplies share 2 ports, as do float32's two FMAs, so per cycle: 16 multiply-adds for
+# float32 (2 FMAs of 8), 32 for this int8 chain (one `vpmaddubsw` and one `vpmaddwd`, 32 products).
+# **The ceiling is 2x float32 on plain AVX2**, and the libraries get close to it. VNNI's `vpdpbusd`
+# does the whole chain in one instruction.
+#
+# **The saturation hazard.** A pair $u_0 s_0 + u_1 s_1$ with $u \in [0, 255]$ and $s \in [-128, 127]$
+# reaches $2 \cdot 255 \cdot 128 = 65280$, and int16 stops at 32767: `vpmaddubsw` clamps, silently.
+# The pair fits when one operand has only 7 bits:
+# * activations in $[0, 127]$: $2 \cdot 127 \cdot 128 = 32512$. This is fbgemm's `reduce_range`
+#   (PyTorch's x86 quantized Linear quantizes activations to 7 bits for exactly this reason);
+# * or weights in $[-64, 63]$: $2 \cdot 255 \cdot 64 = 32640$ (7-bit weights, another library choice).
+#
+# When neither holds, **split** the activations: $u = u_{lo} + 128\,u_{hi}$ with
+# $u_{lo} = u \mathbin{\&} 127$ and $u_{hi} = u \gg 7 \in \{0, 1\}$. Both halves are 7-bit operands, so
+# $\sum_k u_k s_k = \sum_k u_{lo,k} s_k + 128 \sum_k u_{hi,k} s_k$ is exact: two saturation-free GEMMs,
+# half the speed, never a wrong answer. The int32 result of uint8 x int8 is at most $255 \cdot 128 \cdot K$
+# in magnitude, so $K \le$ `int32_safe_k(255, 128)` $= 65793$.
+#
+# ### Reaching an instruction from Numba: `tinyq.simd`
+#
+# Numba has no vector type and no way to ask for `vpmaddubsw`. `numba.extending.intrinsic` adds both:
+# an `@intrinsic` is a function Numba does not compile from Python. Instead, wherever a kernel calls
+# it, Numba runs its `codegen` function, which writes LLVM IR directly; for `maddubs` that IR is one
+# call of LLVM's `llvm.x86.avx2.pmadd.ub.sw`, which becomes `vpmaddubsw`. The hand-written support
+# module `tinyq/simd.py` (read it: each function is ten lines) gives you a 32-byte register type,
+# `vec256`, and these operations on it:
+#
+# | `tinyq.simd` | x86 | |
+# |---|---|---|
+# | `load256(arr, i)` | `vmovdqu` | the 32 bytes `arr[i:i+32]` of a flat C-contiguous uint8/int8 array, no bounds check |
+# | `zero256()`, `splat_i16(v)` | `vpxor`, `vpbroadcastw` | all zeros; 16 int16 lanes equal to `v` |
+# | `maddubs(u, s)` | `vpmaddubsw` | 16 int16 pair sums of uint8 x int8, saturating |
+# | `madd_i16(x, y)` | `vpmaddwd` | 8 int32 pair sums of int16 x int16 |
+# | `add_i32(x, y)` | `vpaddd` | 8 int32 sums |
+# | `hsum_i32(x)` | shuffles + adds | the sum of the 8 int32 lanes, as an int32 |
+#
+# It emits the x86 intrinsics only where LLVM reports AVX2 on the host (`tinyq.simd.HAS_AVX2`).
+# On any other CPU the same functions emit plain LLVM vector code with the same results, saturation
+# included, so your kernel is portable and only its speed changes.
+#
+# ### The kernel
+#
+# The layout is the *dot-product* one: both operands stay row-major ($A$ is $M \times K$, $W$ is
+# $N \times K$), so 32 consecutive $k$ of a row are one `load256`. An accumulator register holds 8 partial
+# sums of one output, and `hsum_i32` adds them up once, at the end of $K$.
+# * **Packed panels.** Copy $A$ and $W$ into zero-filled buffers whose rows are padded to a multiple of
+#   32 bytes and whose row counts are padded to the tile size, flattened to 1-D. Zeros add nothing to
+#   a dot product, so the micro-kernel never handles a leftover $k$ or a partial tile.
+# * **Register tile.** Each step of 32 $k$ loads 4 rows of $A$ and 3 rows of $W$ (7 loads) and does
+#   $4 \times 3 = 12$ chains `add_i32(c, madd_i16(maddubs(a_r, w_c), ones))` into 12 accumulators:
+#   384 multiply-adds per 7 loads.
+# * **Cache blocking.** Split $W$ into blocks of 48 rows (48 KiB at $K = 1024$, resident in L2). For each
+#   block, walk every 4-row tile of $A$ (4 KiB, stays in L1 while it meets all 16 tiles of the block).
+# * **Threads.** `prange` over the blocks of $W$: each thread writes its own columns of the output.
+
+# %% nbgrader={"grade": false, "grade_id": "gemm_u8s8", "locked": false, "schema_version": 3, "solution": true}
+#| export
+from tinyq.simd import add_i32, hsum_i32, load256, madd_i16, maddubs, splat_i16, zero256
+
+U8S8_MR, U8S8_NR, U8S8_NB = 4, 3, 48     # register tile (rows of A x rows of W), rows of W per cache block
+
+
+def pack_panel(x, rows_multiple, dtype):
+    """x (R, K) copied into a zero-filled (R', K') buffer, R' a multiple of rows_multiple and K' of 32
+    (at least 32), returned flattened to 1-D with K'. Given: the copy is not the lesson."""
+    rows, k = x.shape
+    padded_rows = -(-max(rows, 1) // rows_multiple) * rows_multiple
+    padded_k = max(32, -(-k // 32) * 32)
+    out = np.zeros((padded_rows, padded_k), dtype)
+    out[:rows, :k] = x
+    return out.reshape(-1), padded_k
+
+
+@njit(parallel=True, cache=True)
+def _gemm_u8s8_kernel(a_p, w_p, kp, out, high):
+    """out[m, n] = sum_k a[m, k] * w[n, k] (high=False), or out[m, n] += 128 * that sum (high=True).
+
+    a_p: A packed by pack_panel (flat uint8, rows padded to U8S8_MR, row stride kp bytes), w_p: W
+    packed the same way (flat int8, rows padded to U8S8_NR); out: (M, N) int32. Exact only where no
+    pair a[m, 2i] * w[n, 2i] + a[m, 2i+1] * w[n, 2i+1] leaves int16 (7-bit A or 7-bit W)."""
+    ### BEGIN SOLUTION
+    M, N = out.shape
+    m_tiles = (M + U8S8_MR - 1) // U8S8_MR
+    n_tiles = (N + U8S8_NR - 1) // U8S8_NR
+    per_block = U8S8_NB // U8S8_NR
+    n_blocks = (n_tiles + per_block - 1) // per_block
+    for blk in prange(n_blocks):
+        ones = splat_i16(1)
+        tile = np.empty((U8S8_MR, U8S8_NR), np.int32)
+        for mt in range(m_tiles):
+            i = mt * U8S8_MR
+            ra0 = i * kp
+            ra1 = ra0 + kp
+            ra2 = ra1 + kp
+            ra3 = ra2 + kp
+            for nt in range(blk * per_block, min(n_tiles, (blk + 1) * per_block)):
+                j = nt * U8S8_NR
+                rw0 = j * kp
+                rw1 = rw0 + kp
+                rw2 = rw1 + kp
+                c00 = zero256(); c01 = zero256(); c02 = zero256()
+                c10 = zero256(); c11 = zero256(); c12 = zero256()
+                c20 = zero256(); c21 = zero256(); c22 = zero256()
+                c30 = zero256(); c31 = zero256(); c32 = zero256()
+                for k in range(0, kp, 32):
+                    w0 = load256(w_p, rw0 + k)
+                    w1 = load256(w_p, rw1 + k)
+                    w2 = load256(w_p, rw2 + k)
+                    x = load256(a_p, ra0 + k)
+                    c00 = add_i32(c00, madd_i16(maddubs(x, w0), ones))
+                    c01 = add_i32(c01, madd_i16(maddubs(x, w1), ones))
+                    c02 = add_i32(c02, madd_i16(maddubs(x, w2), ones))
+                    x = load256(a_p, ra1 + k)
+                    c10 = add_i32(c10, madd_i16(maddubs(x, w0), ones))
+                    c11 = add_i32(c11, madd_i16(maddubs(x, w1), ones))
+                    c12 = add_i32(c12, madd_i16(maddubs(x, w2), ones))
+                    x = load256(a_p, ra2 + k)
+                    c20 = add_i32(c20, madd_i16(maddubs(x, w0), ones))
+                    c21 = add_i32(c21, madd_i16(maddubs(x, w1), ones))
+                    c22 = add_i32(c22, madd_i16(maddubs(x, w2), ones))
+                    x = load256(a_p, ra3 + k)
+                    c30 = add_i32(c30, madd_i16(maddubs(x, w0), ones))
+                    c31 = add_i32(c31, madd_i16(maddubs(x, w1), ones))
+                    c32 = add_i32(c32, madd_i16(maddubs(x, w2), ones))
+                tile[0, 0] = hsum_i32(c00); tile[0, 1] = hsum_i32(c01); tile[0, 2] = hsum_i32(c02)
+                tile[1, 0] = hsum_i32(c10); tile[1, 1] = hsum_i32(c11); tile[1, 2] = hsum_i32(c12)
+                tile[2, 0] = hsum_i32(c20); tile[2, 1] = hsum_i32(c21); tile[2, 2] = hsum_i32(c22)
+                tile[3, 0] = hsum_i32(c30); tile[3, 1] = hsum_i32(c31); tile[3, 2] = hsum_i32(c32)
+                for r in range(min(U8S8_MR, M - i)):
+                    for q in range(min(U8S8_NR, N - j)):
+                        if high:
+                            out[i + r, j + q] += np.int32(tile[r, q] * np.int32(128))
+                        else:
+                            out[i + r, j + q] = tile[r, q]
+    ### END SOLUTION
+
+
+def gemm_u8s8(a_u8, w_s8):
+    """C = a_u8 @ w_s8.T: uint8 activations (M, K) times int8 weights (N, K), exact int32 (M, N).
+
+    TODO: validate, pack both operands, and run `_gemm_u8s8_kernel` once when a pair cannot
+    saturate int16, twice (low 7 bits, then the high bit) when it can.
+
+    APPROACH: a_u8 must be a 2-D uint8 array and w_s8 a 2-D int8 array (TypeError otherwise), with the
+    same K (ValueError otherwise); K > int32_safe_k(255, 128) raises ValueError. Pack W with
+    `pack_panel(w, U8S8_NR, np.int8)`. If A's largest value is at most 127, or W lies in [-64, 63],
+    pack A once and call the kernel with high=False. Otherwise pack A & 127 for a first call
+    (high=False) and A >> 7 for a second call that adds 128 times its sums (high=True).
+    In the kernel: prange over blocks of U8S8_NB rows of W; inside a block, every U8S8_MR-row tile of
+    A against every U8S8_NR-row tile of W; 12 vec256 accumulators, each step of 32 k loads 4 + 3
+    vectors and chains maddubs -> madd_i16 with int16 ones -> add_i32; at the end hsum_i32 each
+    accumulator and store the part of the tile inside (M, N).
+
+    EXAMPLE: gemm_u8s8(np.array([[200, 3]], np.uint8), np.array([[1, -1], [-128, 127]], np.int8))
+             -> array([[197, -25219]], dtype=int32)
+
+    HINTS: the kernel's pointers are byte offsets into the flat panels: row r starts at r * kp.
+    A tile row or column past M or N holds zeros: compute it, do not store it. M, N or K equal to 0
+    gives an empty or zero result, not an error.
+    """
+    ### BEGIN SOLUTION
+    a_u8 = np.asarray(a_u8)
+    w_s8 = np.asarray(w_s8)
+    if a_u8.dtype != np.uint8 or a_u8.ndim != 2:
+        raise TypeError(f"gemm_u8s8: a_u8 must be a 2-D uint8 array, got {a_u8.dtype} with shape {a_u8.shape}")
+    if w_s8.dtype != np.int8 or w_s8.ndim != 2:
+        raise TypeError(f"gemm_u8s8: w_s8 must be a 2-D int8 array, got {w_s8.dtype} with shape {w_s8.shape}")
+    (M, K), (N, K2) = a_u8.shape, w_s8.shape
+    if K != K2:
+        raise ValueError(f"gemm_u8s8: a_u8 is {a_u8.shape} and w_s8 is {w_s8.shape}: their K differ")
+    k_max = int32_safe_k(255, 128)
+    if K > k_max:
+        raise ValueError(f"gemm_u8s8: K={K} can overflow int32; uint8 x int8 is exact for K <= {k_max}")
+    out = np.zeros((M, N), dtype=np.int32)
+    if M == 0 or N == 0 or K == 0:
+        return out
+    w_p, kp = pack_panel(w_s8, U8S8_NR, np.int8)
+    seven_bit_w = int(w_s8.min()) >= -64 and int(w_s8.max()) <= 63
+    if seven_bit_w or int(a_u8.max()) <= 127:
+        a_p, _ = pack_panel(a_u8, U8S8_MR, np.uint8)
+        _gemm_u8s8_kernel(a_p, w_p, kp, out, False)
+    else:
+        low, _ = pack_panel(a_u8 & np.uint8(127), U8S8_MR, np.uint8)
+        _gemm_u8s8_kernel(low, w_p, kp, out, False)
+        high, _ = pack_panel(a_u8 >> np.uint8(7), U8S8_MR, np.uint8)
+        _gemm_u8s8_kernel(high, w_p, kp, out, True)
+    return out
+    ### END SOLUTION
+
+
+# %% nbgrader={"grade": false, "grade_id": "test_gemm_u8s8", "locked": true, "schema_version": 3, "solution": false}
+_c = gemm_u8s8(np.array([[200, 3]], np.uint8), np.array([[1, -1], [-128, 127]], np.int8))
+assert _c.dtype == np.int32 and _c.tolist() == [[197, -25219]]
+for _m, _n, _k in [(1, 1, 1), (1, 9, 31), (7, 1, 17), (9, 13, 67), (64, 50, 300)]:
+    for _hi in (127, 255):                       # 7-bit activations (one call), full range (split)
+        _a = _rng.integers(0, _hi + 1, size=(_m, _k), dtype=np.uint8)
+        _w = _rng.integers(-128, 128, size=(_n, _k), dtype=np.int8)
+        assert np.array_equal(gemm_u8s8(_a, _w), _a.astype(np.int64) @ _w.astype(np.int64).T), (_m, _n, _k, _hi)
+_a = np.full((5, 64), 255, np.uint8)             # the worst pair: 255 * -128 twice saturates int16
+_w = np.full((7, 64), -128, np.int8)
+assert np.all(gemm_u8s8(_a, _w) == 64 * 255 * -128)
+print("gemm_u8s8: ok")
+### BEGIN HIDDEN TESTS
+_w = _rng.integers(-64, 64, size=(6, 100), dtype=np.int8)     # 7-bit weights: one call, full-range A
+_a = _rng.integers(0, 256, size=(10, 100), dtype=np.uint8)
+assert np.array_equal(gemm_u8s8(_a, _w), _a.astype(np.int64) @ _w.astype(np.int64).T)
+### END HIDDEN TESTS
+
+# %% [markdown]
 # ## 3. Zero points: `weight_colsums` and `gemm_int8_zp`
 #
 # Activations are usually asymmetric: a post-ReLU tensor has codes $a$ with zero point $z_a$, and the
-# real value is $s_a (a - z_a)$. The matmul needs $\sum_k (a_k - z_a) w_k$. Subtracting $z_a$ from every
+# real value is $s_a (a - z_a)$. Module 15, ONNX Runtime, fbgemm and gemmlowp store such activations as
+# **uint8** with $z_a \in [0, 255]$ by default; int8 codes with $z_a \in [-128, 127]$ are the other
+# convention. `gemm_int8_zp` takes both: int8 activations go through `gemm_int8`, uint8 ones through
+# `gemm_u8s8`, their natural home. The matmul needs $\sum_k (a_k - z_a) w_k$. Subtracting $z_a$ from every
 # element of $A$ costs a full pass over $A$, and the difference no longer fits int8 ($a - z_a$ spans
 # $[-255, 255]$). Distribute instead:
 #
@@ -383,8 +614,10 @@ assert gemm_int8(_big, _big)[0, 0] == 131071 * 16384
 # points as well there would be two more terms, $-z_w \sum_k a_{mk} + K z_a z_w$, and that is one reason
 # weights are kept symmetric.
 #
-# Overflow: the true result can reach $255 \cdot 128 \cdot K$, so `gemm_int8_zp` is exact for
-# $K \le$ `int32_safe_k(255, 128)` $= 65793$. Inside that bound, int32 wraparound in the intermediate
+# Overflow: for int8 activations $a - z_a \in [-255, 255]$, and for uint8 ones $a - z_a \in [-255, 255]$
+# as well, so in both cases the true result can reach $255 \cdot 128 \cdot K$ and `gemm_int8_zp` is
+# exact for $K \le$ `int32_safe_k(255, 128)` $= 65793$. (The plain products stay within that too:
+# $128 \cdot 128 \cdot K$ for `gemm_int8`, $255 \cdot 128 \cdot K$ for `gemm_u8s8`.) Inside that bound, int32 wraparound in the intermediate
 # terms does no harm. Two's-complement arithmetic is exact modulo $2^{32}$, so if the final value fits,
 # it is right.
 
@@ -413,26 +646,37 @@ def gemm_int8_zp(a_q, a_zp, w_q, w_colsums=None):
     TODO: return gemm_int8(a_q, w_q) - a_zp * colsums, with colsums = w_colsums if given (precomputed
     once per layer), else weight_colsums(w_q).
 
-    APPROACH: a_zp must be an integer in [-128, 127] and K <= int32_safe_k(255, 128) (ValueError
-    otherwise). A given w_colsums must have shape (N,). Call `gemm_int8` and `weight_colsums` (the
+    APPROACH: a_q is int8 with a_zp an integer in [-128, 127], or uint8 with a_zp an integer in
+    [0, 255] (ValueError for a zero point outside its range, TypeError for any other dtype of a_q).
+    Either way K <= int32_safe_k(255, 128) = 65793 (ValueError otherwise). A given w_colsums must
+    have shape (N,). Call `gemm_int8` (int8 A) or `gemm_u8s8` (uint8 A) and `weight_colsums` (the
     exercises above, from Python) and subtract in int32. Broadcasting subtracts one row vector from
     every row.
 
     EXAMPLE: a = [[5, 6]], a_zp = 5, w = [[1, 1], [2, -1]] -> [[0 + 1, 0 - 1]] = array([[1, -1]], dtype=int32)
+             a = uint8 [[200, 3]], a_zp = 128, w = [[1, -1]] -> [[72 + 125]] = array([[197]], dtype=int32)
 
     HINTS: `np.int32(a_zp) * colsums` stays int32; an in-place `-=` avoids a second (M, N) array.
     """
     ### BEGIN SOLUTION
-    if isinstance(a_zp, (bool, np.bool_)) or not isinstance(a_zp, (int, np.integer)) or not -128 <= a_zp <= 127:
-        raise ValueError(f"gemm_int8_zp: a_zp must be an integer in [-128, 127], got {a_zp!r}")
     a_q = np.asarray(a_q)
+    if a_q.dtype == np.uint8:
+        zp_low, zp_high, gemm = 0, 255, gemm_u8s8
+    elif a_q.dtype == np.int8:
+        zp_low, zp_high, gemm = -128, 127, gemm_int8
+    else:
+        raise TypeError(f"gemm_int8_zp: a_q must be an int8 or uint8 array, got {a_q.dtype}")
+    if (isinstance(a_zp, (bool, np.bool_)) or not isinstance(a_zp, (int, np.integer))
+            or not zp_low <= a_zp <= zp_high):
+        raise ValueError(f"gemm_int8_zp: a_zp must be an integer in [{zp_low}, {zp_high}] for {a_q.dtype} "
+                         f"activations, got {a_zp!r}")
     K = a_q.shape[-1]
     k_max = int32_safe_k(255, 128)
     if K > k_max:
         raise ValueError(f"gemm_int8_zp: K={K} can overflow int32 once a - a_zp spans [-255, 255]; "
                          f"the bound is K <= {k_max}")
     colsums = weight_colsums(w_q) if w_colsums is None else np.asarray(w_colsums, dtype=np.int32)
-    acc = gemm_int8(a_q, w_q)
+    acc = gemm(a_q, w_q)
     if colsums.shape != (acc.shape[1],):
         raise ValueError(f"gemm_int8_zp: w_colsums must have shape ({acc.shape[1]},), got {colsums.shape}")
     if a_zp:
@@ -450,6 +694,11 @@ for _zp in (-128, -3, 0, 77, 127):
     _ref = (_a.astype(np.int64) - _zp) @ _w.astype(np.int64).T
     assert np.array_equal(gemm_int8_zp(_a, _zp, _w), _ref)
     assert np.array_equal(gemm_int8_zp(_a, _zp, _w, weight_colsums(_w)), _ref)
+assert gemm_int8_zp(np.array([[200, 3]], np.uint8), 128, np.array([[1, -1]], np.int8)).tolist() == [[197]]
+_a = _rng.integers(0, 256, size=(6, 300), dtype=np.uint8)
+for _zp in (0, 113, 255):
+    _ref = (_a.astype(np.int64) - _zp) @ _w.astype(np.int64).T
+    assert np.array_equal(gemm_int8_zp(_a, _zp, _w), _ref)
 print("gemm_int8_zp: ok")
 
 # %% [markdown]
@@ -739,6 +988,7 @@ print("quantized_linear: ok")
 import contextlib
 import io
 import re
+import time
 
 import llvmlite.binding as llvm
 import matplotlib.pyplot as plt
@@ -839,39 +1089,112 @@ for n, fb, qb, tb, tc, sp in gemv_rows:
 gemv_speedup_4096 = gemv_rows[-1][-1]
 
 # %% [markdown]
-# ### 6.4 GEMM: int8 against float32 — where int8 does *not* win
+# ### 6.4 GEMM: int8 against float32, and against the libraries
 #
-# Now the honest part. A 1024³ GEMM does 2.1 GFLOP on 8 MiB of float32 operands. Its intensity is
-# far above the ridge point, so it is **compute-bound**, and reading fewer bytes buys almost
-# nothing. What counts is multiply-adds per instruction, and the instruction set decides that:
+# A 1024³ GEMM does 2.1 GFLOP on 8 MiB of float32 operands. Its intensity is far above the ridge
+# point, so it is **compute-bound**: reading fewer bytes buys almost nothing, and what counts is
+# multiply-adds per instruction (the table of section 2b). `gemm_int8` lets LLVM choose, and LLVM
+# chooses `vpmulld`: 8 multiply-adds per multiply, like `vfmadd231ps`, plus widening instructions, so
+# it lands below numpy's SGEMM. `gemm_u8s8` asks for `vpmaddubsw` + `vpmaddwd`: 32 multiply-adds per
+# pair of multiplies, twice float32's budget, and it lands near 2x. With full-range activations it
+# runs the split (two passes) and gives half of that back. The table times all of them, interleaved
+# with numpy, on your machine (`time_interleaved` with a settle pause before each sample).
 #
-# | instruction | ISA | multiply-adds per 256-bit instruction | notes |
-# |---|---|---|---|
-# | `vfmadd231ps` | AVX2/FMA | 8 (fp32) | numpy's SGEMM, 2 per cycle on most cores |
-# | `vpmulld` + `vpaddd` | AVX2 | 8 (int32), in 2 instructions | what a blocked Numba kernel compiles to |
-# | `vpmaddwd` | AVX2 | 16 (int16 pairs into int32) | needs int16 pairs side by side |
-# | `vpmaddubsw` | AVX2 | 32 (u8 x s8 into **saturating** int16) | fast but not exact (see ORT's bug in the reference) |
-# | `vpdpbusd` | AVX-VNNI / AVX512-VNNI | 32 (u8 x s8 into int32) | the int8 dot-product instruction, one uop |
-#
-# Without VNNI, an exact int8 GEMM on AVX2 can at best match float32 in multiply-adds per
-# instruction, and your kernel also spends instructions widening int8 to int32. Expect roughly
-# parity with numpy's highly tuned SGEMM, not the 4x of the GEMV. With VNNI (recent Intel, AMD Zen 4
-# and later) the same problem gets about 4x the multiply-adds per instruction. That is why quoted
-# int8 GEMM speedups depend so much on the CPU generation.
+# Then the libraries at 1024³, where they are installed: ONNX Runtime's `MatMulInteger` (uint8 x int8
+# to int32, the weight given as a constant so ORT packs it once) and PyTorch's dynamic int8 `Linear`
+# (fbgemm: float in, float out, it quantizes the activations to 7 bits on every call). Both run the
+# same `vpmaddubsw` chain (or VNNI's `vpdpbusd` where the CPU has it). Each gets the same number of
+# threads as numpy and your kernels. Neither package is needed by tinyq: a missing one is reported,
+# not an error.
 
 # %%
-gemm_rows = []
-for m, n, k in ((256, 256, 256), (512, 512, 512), (1024, 1024, 1024), (64, 4096, 1024)):
+def ort_matmul_integer(w_s8, threads):
+    """ONNX Runtime MatMulInteger: uint8 A (M, K) times the constant int8 W.T (K, N) -> int32, as a
+    function of A; None where onnx or onnxruntime is missing."""
+    try:
+        import onnxruntime as ort
+        from onnx import TensorProto, helper, numpy_helper
+    except ImportError:
+        return None
+    n_out, k_in = w_s8.shape
+    graph = helper.make_graph(
+        [helper.make_node("MatMulInteger", ["A", "B"], ["Y"])], "matmul_integer",
+        [helper.make_tensor_value_info("A", TensorProto.UINT8, [None, k_in])],
+        [helper.make_tensor_value_info("Y", TensorProto.INT32, [None, n_out])],
+        [numpy_helper.from_array(np.ascontiguousarray(w_s8.T), "B")])
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 13)])
+    model.ir_version = 8
+    options = ort.SessionOptions()
+    options.intra_op_num_threads, options.inter_op_num_threads = threads, 1
+    options.add_session_config_entry("session.intra_op.allow_spinning", "0")   # no spinning threads
+    session = ort.InferenceSession(model.SerializeToString(), options, providers=["CPUExecutionProvider"])
+    return lambda a_u8: session.run(None, {"A": a_u8})[0]
+
+
+def torch_dynamic_linear(w_f32, threads):
+    """PyTorch's dynamic int8 Linear (fbgemm on x86): float32 x -> float32 y, int8 weights; None where
+    torch is missing."""
+    try:
+        import torch
+    except ImportError:
+        return None
+    torch.set_num_threads(threads)
+    if "fbgemm" in torch.backends.quantized.supported_engines:
+        torch.backends.quantized.engine = "fbgemm"
+    layer = torch.nn.Linear(w_f32.shape[1], w_f32.shape[0], bias=False)
+    with torch.no_grad():
+        layer.weight.copy_(torch.from_numpy(w_f32))
+    qlayer = torch.ao.quantization.quantize_dynamic(torch.nn.Sequential(layer), {torch.nn.Linear}, dtype=torch.qint8)
+
+    def run(x_f32):
+        with torch.no_grad():
+            return qlayer(torch.from_numpy(x_f32))
+    return run
+
+
+def pause():
+    time.sleep(SETTLE_S)
+
+
+threads = numba.get_num_threads()
+gemm_rows, library_rows = [], []
+for m, n, k in ((512, 512, 512), (1024, 1024, 1024), (64, 4096, 1024)):
     aq = rng.integers(-128, 128, size=(m, k), dtype=np.int8)
     wq = rng.integers(-127, 128, size=(n, k), dtype=np.int8)
-    af = aq.astype(np.float32)
-    wf = wq.astype(np.float32)
-    r = compare(lambda: gemm_int8(aq, wq), lambda: af @ wf.T, repeats=5, settle_s=SETTLE_S)
-    gemm_rows.append(((m, n, k), r.baseline_s, r.candidate_s, r.speedup))
-print(f"{'M x N x K':>18} {'numpy fp32 ms':>14} {'gemm_int8 ms':>13} {'speedup':>8} {'int8 GOP/s':>11}")
-for (m, n, k), tb, tc, sp in gemm_rows:
-    print(f"{f'{m}x{n}x{k}':>18} {tb * 1e3:14.3f} {tc * 1e3:13.3f} {sp:7.2f}x {2 * m * n * k / tc / 1e9:11.1f}")
-gemm_speedup_1024 = gemm_rows[2][-1]
+    au7 = rng.integers(0, 128, size=(m, k), dtype=np.uint8)     # 7-bit activations: one pass
+    au8 = rng.integers(0, 256, size=(m, k), dtype=np.uint8)     # full range: the split, two passes
+    af, wf = aq.astype(np.float32), wq.astype(np.float32)
+    runs = [("numpy fp32 SGEMM", lambda: af @ wf.T), ("gemm_int8", lambda: gemm_int8(aq, wq)),
+            ("gemm_u8s8, 7-bit A", lambda: gemm_u8s8(au7, wq)), ("gemm_u8s8, 8-bit A", lambda: gemm_u8s8(au8, wq))]
+    if (m, n, k) == (1024, 1024, 1024):                       # the libraries, where installed
+        ort_fn = ort_matmul_integer(wq, threads)
+        if ort_fn is None:
+            print("onnxruntime (or onnx) is not installed: no ONNX Runtime row (pip install -e '.[deploy]')")
+        else:
+            assert np.array_equal(ort_fn(au7), gemm_u8s8(au7, wq))       # the same exact int32 result
+            runs.append(("ONNX Runtime MatMulInteger, 7-bit A", lambda: ort_fn(au7)))
+        torch_fn = torch_dynamic_linear(wf, threads)
+        if torch_fn is None:
+            print("torch is not installed: no fbgemm row")
+        else:
+            au7f = au7.astype(np.float32)
+            runs.append(("torch dynamic int8 Linear (fbgemm)", lambda: torch_fn(au7f)))
+    timed = []
+    for _, fn in runs:
+        timed += [fn, pause]                                     # a settle pause before every sample
+    times = time_interleaved(timed, repeats=5)[::2]
+    gemm_rows.append(((m, n, k), *times[:4]))
+    if (m, n, k) == (1024, 1024, 1024):
+        library_rows = [(label, t) for (label, _), t in zip(runs, times)]
+print(f"{'M x N x K':>16} {'numpy fp32 ms':>14} {'gemm_int8':>16} {'gemm_u8s8 7-bit':>18} {'gemm_u8s8 8-bit':>18}")
+for (m, n, k), t_np, t_i8, t_u7, t_u8 in gemm_rows:
+    print(f"{f'{m}x{n}x{k}':>16} {t_np * 1e3:14.3f} " + " ".join(
+        f"{t * 1e3:9.3f} ({t_np / t:4.2f}x)" for t in (t_i8, t_u7, t_u8)))
+print(f"\n1024^3 on {threads} thread(s), all interleaved, median of 5:")
+for label, t in library_rows:
+    print(f"  {label:36} {t * 1e3:8.2f} ms  {library_rows[0][1] / t:5.2f}x numpy SGEMM")
+gemm_speedup_1024 = gemm_rows[1][1] / gemm_rows[1][2]
+u8s8_speedup_1024 = gemm_rows[1][1] / gemm_rows[1][3]
 
 # %% [markdown]
 # The last row is a "fat GEMV": $M = 64$ tokens against a $4096 \times 1024$ weight. The weights are
@@ -889,19 +1212,21 @@ def intensity(m, n, k, a_bytes, w_bytes, c_bytes):
 gemv_flops = 2 * n_gemv**2
 points = [("fp32 GEMV", intensity(1, n_gemv, n_gemv, 4, 4, 4), gemv_flops / gemv_rows[-1][3] / 1e9),
           ("int8 GEMV (gemv_w8)", intensity(1, n_gemv, n_gemv, 4, 1, 4), gemv_flops / gemv_rows[-1][4] / 1e9)]
-for (m, n, k), tb, tc, sp in gemm_rows:
+for (m, n, k), tb, t_i8, t_u7, _ in gemm_rows:
     points.append((f"fp32 {m}x{n}x{k}", intensity(m, n, k, 4, 4, 4), 2 * m * n * k / tb / 1e9))
-    points.append((f"int8 {m}x{n}x{k}", intensity(m, n, k, 1, 1, 4), 2 * m * n * k / tc / 1e9))
+    points.append((f"int8 {m}x{n}x{k}", intensity(m, n, k, 1, 1, 4), 2 * m * n * k / t_i8 / 1e9))
+    points.append((f"u8s8 {m}x{n}x{k}", intensity(m, n, k, 1, 1, 4), 2 * m * n * k / t_u7 / 1e9))
 ai = np.logspace(-1, 3, 200)
 plt.figure(figsize=(7, 4))
 plt.loglog(ai, np.minimum(peak_gflops, ai * bandwidth), "k-", lw=2, label="roofline (measured with numpy)")
 for label, x_ai, gf in points:
     fp32 = label.startswith("fp32")
-    plt.loglog([x_ai], [gf], "o" if fp32 else "s", color="tab:blue" if fp32 else "tab:red")
+    color = "tab:blue" if fp32 else "tab:green" if label.startswith("u8s8") else "tab:red"
+    plt.loglog([x_ai], [gf], "o" if fp32 else "s", color=color)
     plt.annotate(label, (x_ai, gf), fontsize=7, xytext=(4, -10), textcoords="offset points")
 plt.xlabel("arithmetic intensity (flop per byte moved)")
 plt.ylabel("GFLOP/s (int8: GOP/s)")
-plt.title("Roofline of this machine: your kernels (red), numpy fp32 (blue)")
+plt.title("Roofline: gemm_int8 / gemv_w8 (red), gemm_u8s8 (green), numpy fp32 (blue)")
 plt.legend(loc="lower right"); plt.grid(True, which="both", alpha=0.3); plt.tight_layout()
 
 # %% [markdown]
@@ -937,9 +1262,10 @@ for (m, n, k), t0, t1, t2 in zp_rows:
 #
 # How often does gemmlowp's doubly rounded result differ from $\mathrm{round}(acc \cdot M)$ computed
 # in float64? Count it on a million random accumulators. Then time the whole int8 layer against
-# float32 `x @ w.T + b` at a prefill-like shape, and check it against float arithmetic. Expect the
-# layer to be *slower* than float32 on an AVX2 machine. Its GEMM at best ties SGEMM (6.4), and the
-# layer adds a requantization pass over the outputs and the weight sums. In a real engine you would
+# float32 `x @ w.T + b` at a prefill-like shape, and check it against float arithmetic. With int8
+# activations the layer runs on `gemm_int8`, which lands below SGEMM (6.4), and it adds a
+# requantization pass over the outputs and the weight sums, so expect it to be *slower* than float32.
+# Fed uint8 activations it would take `gemm_u8s8`'s path instead (7-bit ones in one pass). In a real engine you would
 # compute the sums and multipliers once, when the layer is built, and fuse requantization into the
 # GEMM's final loop so the int32 accumulators never go back to memory.
 
@@ -974,8 +1300,9 @@ print(f"quantized_linear {m_tok}x{k_in} -> {n_out}: {layer.candidate_s * 1e3:.2f
 fig, ax = plt.subplots(1, 2, figsize=(8, 2.8))
 ax[0].hist(diff, bins=np.arange(-2.5, 3), rwidth=0.8)
 ax[0].set_yscale("log"); ax[0].set_title("fixed point - float rounding"); ax[0].set_xlabel("LSB")
-ax[1].bar(["GEMV 4096²", "GEMM 1024³", "int8 layer"], [gemv_speedup_4096, gemm_speedup_1024, layer.speedup],
-          color=["tab:green", "tab:orange", "tab:purple"])
+ax[1].bar(["GEMV 4096²", "GEMM s8s8", "GEMM u8s8", "int8 layer"],
+          [gemv_speedup_4096, gemm_speedup_1024, u8s8_speedup_1024, layer.speedup],
+          color=["tab:green", "tab:orange", "tab:red", "tab:purple"])
 ax[1].axhline(1.0, color="k", lw=1); ax[1].set_ylabel("speedup vs numpy fp32"); plt.tight_layout()
 
 # %% [markdown]
@@ -1034,6 +1361,7 @@ def hot_loop(kernel, mnemonic):
 
 kernels = {name: fresh_copy(k) for name, k in (("_gemv_w8_kernel", _gemv_w8_kernel),
                                                ("_gemm_int8_kernel", _gemm_int8_kernel),
+                                               ("_gemm_u8s8_kernel", _gemm_u8s8_kernel),
                                                ("_requantize_kernel", _requantize_kernel))}
 profiles = {name: asm_profile(k) for name, k in kernels.items()}
 names = list(next(iter(profiles.values())))
@@ -1043,6 +1371,10 @@ for kernel_name, prof in profiles.items():
 
 loop = hot_loop(kernels["_gemm_int8_kernel"], "vpmulld")
 print(f"\nthe multiply loop of _gemm_int8_kernel ({len(loop)} lines):")
+print("\n".join(loop))
+
+loop = hot_loop(kernels["_gemm_u8s8_kernel"], "vpmaddubsw")
+print(f"\nthe multiply loop of _gemm_u8s8_kernel ({len(loop)} lines):")
 print("\n".join(loop))
 
 buffer = io.StringIO()
@@ -1065,16 +1397,24 @@ print("\n".join(lines[:12]))
 #   widening instructions. The few `vpmaddwd` in the profile belong to `_dot_i8`, which handles the
 #   leftover rows and columns. LLVM forms `vpmaddwd` from a plain loop only when each widened operand
 #   feeds a *single* multiply. Register blocking reuses every widened value 2 or 4 times, so the hot
-#   loop keeps `vpmulld`. On this hardware, then, an int8 GEMM written in Numba can reach roughly
-#   float32's speed but not much more (compare your table in 6.4). Going beyond it takes
-#   `vpmaddubsw`/`vpdpbusd`, either through intrinsics (C, or LLVM intrinsics via
-#   `numba.extending`) or on a CPU with VNNI.
+#   loop keeps `vpmulld`, and the kernel lands below float32 (compare your table in 6.4).
+# * `_gemm_u8s8_kernel`'s loop is what you asked for, instruction by instruction: 7 loads (often folded
+#   into the multiplies as memory operands), 12 `vpmaddubsw`, 12 `vpmaddwd` against the register of
+#   ones and 12 `vpaddd`, for 4 x 3 x 32 = 384 multiply-adds. That is 32 multiply-adds per pair of
+#   multiplies against float32's 8 per FMA, hence its place in 6.4: about twice SGEMM, the level of
+#   ONNX Runtime and fbgemm on the same cores. On a CPU with AVX-512 the loop may use `ymm16`-`ymm31`
+#   as well: LLVM compiles for the host CPU, and AVX512VL gives 32 vector registers. On a CPU whose
+#   features list VNNI (`avxvnni` or `avx512vnni` above), `vpdpbusd` would do the three
+#   instructions' work in one, with no saturation; `tinyq.simd` does not expose it, and a fourth
+#   `@intrinsic` is how you would add it.
 # * If you see `xmm` where you expected `ymm`, or `vpmuldq`/`vpmuludq` (64-bit products) instead of
 #   `vpmulld`, an int64 has crept in: look for a missing `np.int32(...)` around the accumulation.
 #
 # **Summary.** int8 wins where bytes dominate. The GEMV, which is the LLM decode shape, runs several
-# times faster with 4x smaller weights, on any CPU. int8 roughly matches float32 where compute
-# dominates and the CPU lacks an int8 dot-product instruction, as in the big GEMM. Requantizing in
+# times faster with 4x smaller weights, on any CPU. Where compute dominates, as in the big GEMM,
+# int8 wins by the instructions it uses: left to LLVM's choice (`vpmulld`) it stays below float32,
+# and with `vpmaddubsw` + `vpmaddwd` on plain AVX2 it does 32 multiply-adds where an FMA does 8 and
+# reaches about 2x float32, provided a 7-bit operand (or the split) keeps the int16 pair sums exact. Requantizing in
 # fixed point costs one pass over the outputs and makes the layer bit-exact with TFLite. Finally,
 # the way you time changes the answer. Threads left spinning by one library can halve the speed of
 # the next one, so look at what else is running before you believe a speedup.

@@ -42,14 +42,30 @@ def gemm_int8(a_q, w_q):
     return exact.astype(np.int64).astype(np.int32)
 
 
+def gemm_u8s8(a_u8, w_s8):
+    a = np.asarray(a_u8)
+    w = np.asarray(w_s8)
+    if a.dtype != np.uint8 or w.dtype != np.int8 or a.ndim != 2 or w.ndim != 2:
+        raise TypeError("uint8 A and int8 W, both 2-D, expected")
+    if a.shape[1] != w.shape[1]:
+        raise ValueError("K differs")
+    if a.shape[1] > int32_safe_k(255, 128):
+        raise ValueError("K too large for int32")
+    exact = np.asarray(a, np.float64) @ np.asarray(w, np.float64).T      # exact: |sum| < 2**31
+    return exact.astype(np.int64).astype(np.int32)
+
+
 def weight_colsums(w_q):
     return np.asarray(w_q, np.int64).sum(axis=1).astype(np.int32)
 
 
 def gemm_int8_zp(a_q, a_zp, w_q, w_colsums=None):
-    if not -128 <= int(a_zp) <= 127:
-        raise ValueError("a_zp out of range")
     a = np.asarray(a_q)
+    if a.dtype not in (np.int8, np.uint8):
+        raise TypeError("int8 or uint8 activations expected")
+    low, high = (0, 255) if a.dtype == np.uint8 else (-128, 127)
+    if not low <= int(a_zp) <= high:
+        raise ValueError("a_zp out of range")
     if a.shape[-1] > int32_safe_k(255, 128):
         raise ValueError("K too large")
     exact = (np.asarray(a, np.float64) - int(a_zp)) @ np.asarray(w_q, np.float64).T

@@ -76,6 +76,45 @@ def test_gemm_extremes_and_empty(only):
     assert empty_k.shape == (2, 3) and np.all(empty_k == 0)
 
 
+# ---------------------------------------------------------------- gemm_u8s8
+@pytest.mark.points(2, exercise="gemm_u8s8")
+def test_gemm_u8s8_random_shapes(only):
+    only("gemm_u8s8")
+
+    @SETTINGS
+    @given(m=st.integers(1, 40), n=st.integers(1, 40), k=st.integers(1, 700), a_high=st.sampled_from([127, 128, 255]),
+           seed=st.integers(0, 2**32 - 1))
+    def check(m, n, k, a_high, seed):
+        rng = np.random.default_rng(seed)
+        a = rng.integers(0, a_high + 1, size=(m, k), dtype=np.uint8)
+        w = random_int8(rng, (n, k))
+        got = tq.gemm_u8s8(a, w)
+        assert got.dtype == np.int32 and got.shape == (m, n) and np.array_equal(got, int_matmul(a, w))
+
+    check()
+
+
+@pytest.mark.points(1, exercise="gemm_u8s8")
+def test_gemm_u8s8_extremes_bound_and_empty(only):
+    """Every pair saturating at the largest K that fits int32, and empty shapes."""
+    only("gemm_u8s8")
+    k = 65793
+    a = np.full((5, k), 255, np.uint8)
+    w = np.full((3, k), -128, np.int8)
+    w[1] = 127
+    got = tq.gemm_u8s8(a, w)
+    assert got.dtype == np.int32 and got[:, 0].tolist() == [-255 * 128 * k] * 5
+    assert got[:, 1].tolist() == [255 * 127 * k] * 5
+    rng = np.random.default_rng(24)
+    a = rng.integers(120, 256, size=(9, 4099), dtype=np.uint8)   # sums far beyond 2**24
+    w = random_int8(rng, (7, 4099), 100, 127)
+    assert np.array_equal(tq.gemm_u8s8(a, w), int_matmul(a, w))
+    assert tq.gemm_u8s8(np.zeros((0, 4), np.uint8), np.zeros((3, 4), np.int8)).shape == (0, 3)
+    assert tq.gemm_u8s8(np.zeros((2, 4), np.uint8), np.zeros((0, 4), np.int8)).shape == (2, 0)
+    empty_k = tq.gemm_u8s8(np.zeros((2, 0), np.uint8), np.zeros((3, 0), np.int8))
+    assert empty_k.shape == (2, 3) and np.all(empty_k == 0)
+
+
 # ---------------------------------------------------------------- gemm_int8_zp
 @pytest.mark.points(1, exercise="gemm_int8_zp")
 def test_zero_point_random(only):
@@ -87,6 +126,23 @@ def test_zero_point_random(only):
     def check(m, n, k, zp, seed):
         rng = np.random.default_rng(seed)
         a = random_int8(rng, (m, k))
+        w = random_int8(rng, (n, k), -127, 127)
+        ref = (np.asarray(a, np.int64) - zp) @ np.asarray(w, np.int64).T
+        assert np.array_equal(tq.gemm_int8_zp(a, zp, w, tq.weight_colsums(w)), ref)
+
+    check()
+
+
+@pytest.mark.points(1, exercise="gemm_int8_zp")
+def test_zero_point_uint8_random(only):
+    only("gemm_int8_zp")
+
+    @SETTINGS
+    @given(m=st.integers(1, 20), n=st.integers(1, 20), k=st.integers(1, 400), zp=st.integers(0, 255),
+           seed=st.integers(0, 2**32 - 1))
+    def check(m, n, k, zp, seed):
+        rng = np.random.default_rng(seed)
+        a = rng.integers(0, 256, size=(m, k), dtype=np.uint8)
         w = random_int8(rng, (n, k), -127, 127)
         ref = (np.asarray(a, np.int64) - zp) @ np.asarray(w, np.int64).T
         assert np.array_equal(tq.gemm_int8_zp(a, zp, w, tq.weight_colsums(w)), ref)
