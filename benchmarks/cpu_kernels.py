@@ -8,6 +8,11 @@ Every figure is tinyq.bench.compare with a settle pause (numpy's BLAS threads sp
 call): candidate and baseline in one process, interleaved, after warm-up, median of runs. Unlike
 the graded perf tests, which stop at their bar, this prints every round at 1 and 2 threads (the
 same count for numpy and for Numba), so the spread on a noisy machine is visible.
+
+The int8 GEMM rows also time the libraries on the same operands, where they are installed (neither
+is needed by tinyq): ONNX Runtime's MatMulInteger (uint8 x int8 -> int32, the weight a constant it
+packs once; `pip install -e '.[deploy]'`) and PyTorch's dynamic int8 Linear (fbgemm; float in, float
+out). Each gets the same thread count as numpy.
 """
 from __future__ import annotations
 
@@ -23,10 +28,53 @@ from threadpoolctl import threadpool_limits
 from tinyq.bench import compare
 
 
-def cases(rng):
-    """(name, candidate, FP32 baseline) for each kernel with a speed bar."""
+def ort_matmul_integer(w_s8, threads):
+    """ONNX Runtime MatMulInteger with the constant int8 weight W.T: a function of uint8 A (M, K) ->
+    int32 (M, N); None where onnx or onnxruntime is missing."""
+    try:
+        import onnxruntime as ort
+        from onnx import TensorProto, helper, numpy_helper
+    except ImportError:
+        return None
+    n_out, k_in = w_s8.shape
+    graph = helper.make_graph(
+        [helper.make_node("MatMulInteger", ["A", "B"], ["Y"])], "matmul_integer",
+        [helper.make_tensor_value_info("A", TensorProto.UINT8, [None, k_in])],
+        [helper.make_tensor_value_info("Y", TensorProto.INT32, [None, n_out])],
+        [numpy_helper.from_array(np.ascontiguousarray(w_s8.T), "B")])
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 13)])
+    model.ir_version = 8
+    options = ort.SessionOptions()
+    options.intra_op_num_threads, options.inter_op_num_threads = threads, 1
+    options.add_session_config_entry("session.intra_op.allow_spinning", "0")
+    session = ort.InferenceSession(model.SerializeToString(), options, providers=["CPUExecutionProvider"])
+    return lambda a_u8: session.run(None, {"A": a_u8})[0]
+
+
+def torch_dynamic_linear(w_f32, threads):
+    """PyTorch's dynamic int8 Linear (fbgemm on x86), float32 in and out; None where torch is missing."""
+    try:
+        import torch
+    except ImportError:
+        return None
+    torch.set_num_threads(threads)
+    if "fbgemm" in torch.backends.quantized.supported_engines:
+        torch.backends.quantized.engine = "fbgemm"
+    layer = torch.nn.Linear(w_f32.shape[1], w_f32.shape[0], bias=False)
+    with torch.no_grad():
+        layer.weight.copy_(torch.from_numpy(w_f32))
+    qlayer = torch.ao.quantization.quantize_dynamic(torch.nn.Sequential(layer), {torch.nn.Linear}, dtype=torch.qint8)
+
+    def run(x_f32):
+        with torch.no_grad():
+            return qlayer(torch.from_numpy(x_f32))
+    return run
+
+
+def cases(rng, threads):
+    """(name, candidate, FP32 baseline) for each kernel with a speed bar, and the libraries' int8 GEMMs."""
     from tinyq.int4 import gemv_w4, quantize_int4_groups
-    from tinyq.int8_matmul import gemm_int8, gemv_w8
+    from tinyq.int8_matmul import gemm_int8, gemm_u8s8, gemv_w8
 
     n = 4096
     w = rng.standard_normal((n, n), dtype=np.float32)
@@ -38,24 +86,45 @@ def cases(rng):
     a_q = rng.integers(-128, 128, size=(m, m), dtype=np.int8)
     b_q = rng.integers(-127, 128, size=(m, m), dtype=np.int8)
     a_f, b_f = a_q.astype(np.float32), b_q.astype(np.float32)
-    return [
+    a_u7 = rng.integers(0, 128, size=(m, m), dtype=np.uint8)       # 7-bit activations (reduce_range)
+    a_u8 = rng.integers(0, 256, size=(m, m), dtype=np.uint8)       # full range: gemm_u8s8's split
+    a_u7f = a_u7.astype(np.float32)
+    rows = [
         ("19 gemv_w8 4096x4096", lambda: gemv_w8(w_q, scale, x), lambda: w @ x),
         ("19 gemm_int8 1024^3", lambda: gemm_int8(a_q, b_q), lambda: a_f @ b_f.T),
-        ("21 gemv_w4 g128 4096x4096", lambda: gemv_w4(packed, scales4, x, 128), lambda: w @ x),
+        ("19 gemm_u8s8 7-bit A 1024^3", lambda: gemm_u8s8(a_u7, b_q), lambda: a_u7f @ b_f.T),
+        ("19 gemm_u8s8 8-bit A 1024^3", lambda: gemm_u8s8(a_u8, b_q), lambda: a_u7f @ b_f.T),
     ]
+    ort_fn = ort_matmul_integer(b_q, threads)
+    if ort_fn is None:
+        print("(onnxruntime or onnx not installed: no ONNX Runtime row)")
+    else:
+        assert np.array_equal(ort_fn(a_u7), gemm_u8s8(a_u7, b_q))
+        rows.append(("ORT MatMulInteger 7-bit A 1024^3", lambda: ort_fn(a_u7), lambda: a_u7f @ b_f.T))
+    torch_fn = torch_dynamic_linear(b_f, threads)
+    if torch_fn is None:
+        print("(torch not installed: no fbgemm row)")
+    else:
+        rows.append(("torch fbgemm dyn. Linear 1024^3", lambda: torch_fn(a_u7f), lambda: a_u7f @ b_f.T))
+    rows.append(("21 gemv_w4 g128 4096x4096", lambda: gemv_w4(packed, scales4, x, 128), lambda: w @ x))
+    return rows
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--rounds", type=int, default=5, help="measurements per kernel and thread count")
     parser.add_argument("--json", help="also write the results to this file")
+    parser.add_argument("--only", help="run only the rows whose name contains this text")
+    parser.add_argument("--threads", type=int, nargs="+", default=[1, 2], help="thread counts to measure")
     args = parser.parse_args()
 
-    rng = np.random.default_rng(0)
     results = []
     saved = numba.get_num_threads()
-    for name, candidate, baseline in cases(rng):
-        for threads in (1, 2):
+    for threads in args.threads:
+        rng = np.random.default_rng(0)
+        for name, candidate, baseline in cases(rng, threads):
+            if args.only and args.only not in name:
+                continue
             numba.set_num_threads(min(threads, numba.config.NUMBA_NUM_THREADS))
             with threadpool_limits(limits=threads, user_api="blas"):
                 runs = [compare(candidate, baseline, repeats=5, settle_s=0.2) for _ in range(args.rounds)]
@@ -66,7 +135,7 @@ def main() -> None:
                             "speedup_median": statistics.median(speedups),
                             "speedup_min": min(speedups), "speedup_max": max(speedups)})
             row = results[-1]
-            print(f"{name:28} {threads} thr  {row['candidate_ms']:8.3f} ms vs numpy {row['numpy_fp32_ms']:8.3f} ms"
+            print(f"{name:33} {threads} thr  {row['candidate_ms']:8.3f} ms vs numpy {row['numpy_fp32_ms']:8.3f} ms"
                   f"  speedup median {row['speedup_median']:.2f}x (min {row['speedup_min']:.2f}, "
                   f"max {row['speedup_max']:.2f})", flush=True)
     numba.set_num_threads(saved)

@@ -23,16 +23,21 @@ depends on the operation that reads them: 32 uint8 or int8 for `maddubs`, 16 int
 | `madd_i16(x, y)` | 8 int32: x[2i]*y[2i] + x[2i+1]*y[2i+1], int16 lanes, exact | `vpmaddwd` |
 | `add_i32(x, y)` | 8 int32 sums, wrapping | `vpaddd` |
 | `hsum_i32(x)` | the sum of the 8 int32 lanes, as int32 | shuffles and adds |
+| `dpbusd(acc, u, s)` | 8 int32: acc[i] + u[4i]*s[4i] + ... + u[4i+3]*s[4i+3], uint8 x int8, exact (wrapping) | `vpdpbusd` (VNNI) |
 | `store256(out, i, x)` | out[i:i+8] = the 8 int32 lanes of x (an int32 array; view it as int16 for 16 lanes) | `vmovdqu` |
 
 `maddubs` is the instruction of the int8 GEMMs of fbgemm, ONNX Runtime and oneDNN on AVX2: 32
 multiply-adds per instruction, but the pair sum saturates at +-32767 (255 * 127 * 2 = 64770 does not
 fit). It is exact when one operand has 7 bits: activations in [0, 127], or weights in [-64, 63].
+`dpbusd` is VNNI's one-instruction replacement for the whole chain maddubs -> madd_i16(ones) ->
+add_i32, without the int16 step, so without saturation.
 
-Portability: the x86 intrinsics are emitted only where the host CPU has AVX2 (`HAS_AVX2`, from
-LLVM's own host feature list, the one Numba compiles for). Elsewhere the same functions emit generic
-LLVM vector IR with the *same* results, saturation included (widen, multiply, pairwise add,
-`llvm.sadd.sat`), which LLVM lowers to whatever the CPU has: slower, never different. A kernel using
+Portability: the x86 intrinsics are emitted only where the host CPU has them (`HAS_AVX2`; `HAS_VNNI`
+for `dpbusd`: AVX512-VNNI with AVX512VL, or AVX-VNNI), from LLVM's own host feature list, the one
+Numba compiles for. Elsewhere the same functions emit generic LLVM vector IR with the *same*
+results, saturation included (widen, multiply, pairwise add, `llvm.sadd.sat`), which LLVM lowers to
+whatever the CPU has: slower, never different. A kernel that should take the VNNI instruction only
+where it is fast branches on `HAS_VNNI`, a global Numba freezes into the compiled code. A kernel using
 them may be cached (`cache=True`): Numba keys its cache on the CPU name and features, so a cache built
 on an AVX2 machine is never loaded on another kind of CPU.
 """
@@ -44,8 +49,8 @@ from numba import types
 from numba.core import cgutils
 from numba.extending import intrinsic, models, register_model
 
-__all__ = ["HAS_AVX2", "HAS_AVX512VNNI", "vec256", "load256", "zero256", "splat_i16", "maddubs",
-           "madd_i16", "add_i32", "hsum_i32", "store256", "cpu_features"]
+__all__ = ["HAS_AVX2", "HAS_VNNI", "vec256", "load256", "zero256", "splat_i16", "maddubs",
+           "madd_i16", "add_i32", "hsum_i32", "dpbusd", "store256", "cpu_features"]
 
 
 def cpu_features() -> dict:
@@ -55,8 +60,10 @@ def cpu_features() -> dict:
 
 _FEATURES = cpu_features()
 HAS_AVX2 = bool(_FEATURES.get("avx2", False))
-HAS_AVX512VNNI = bool(_FEATURES.get("avx512vnni", False))
-_USE_X86 = HAS_AVX2      # tests flip tinyq.simd._USE_X86 to compile the generic path on an AVX2 machine
+HAS_VNNI = bool((_FEATURES.get("avx512vnni", False) and _FEATURES.get("avx512vl", False))
+                or _FEATURES.get("avxvnni", False))
+_USE_X86 = HAS_AVX2      # tests flip these two to compile the generic path on an AVX2 / VNNI machine
+_USE_VNNI = HAS_VNNI
 
 _I8, _I16, _I32 = ir.IntType(8), ir.IntType(16), ir.IntType(32)
 _V8, _V16, _V32 = ir.VectorType(_I8, 32), ir.VectorType(_I16, 16), ir.VectorType(_I32, 8)
@@ -223,3 +230,28 @@ def store256(typingctx, out, index, x):
         return context.get_dummy_value()
 
     return types.none(out, index, x), codegen
+
+
+
+@intrinsic
+def dpbusd(typingctx, acc, u8, s8):
+    """8 int32 lanes: acc[i] + sum_{j<4} u8[4i+j] * s8[4i+j] (bytes of u8 unsigned, of s8 signed),
+    exact, wrapping modulo 2**32. x86 with VNNI: vpdpbusd."""
+    if acc is not vec256 or u8 is not vec256 or s8 is not vec256:
+        return None
+
+    def codegen(context, builder, signature, args):
+        if _USE_VNNI:
+            fn = _declare(builder, "llvm.x86.avx512.vpdpbusd.256", _V32, [_V32, _V32, _V32])
+            return builder.call(fn, list(args))
+        w32 = ir.VectorType(_I32, 32)
+        prod = builder.mul(builder.zext(builder.bitcast(args[1], _V8), w32),
+                           builder.sext(builder.bitcast(args[2], _V8), w32))
+        total = args[0]
+        for j in range(4):
+            lane = builder.shuffle_vector(prod, prod, ir.Constant(ir.VectorType(_I32, 8),
+                                                                  [4 * i + j for i in range(8)]))
+            total = builder.add(total, lane)
+        return total
+
+    return vec256(acc, u8, s8), codegen

@@ -25,7 +25,7 @@
 # |---|---|---|
 # | `gemv_w8` | $y = s_w \odot (W_q\,x)$: int8 weights, float32 vector (LLM decoding) | `w @ x` |
 # | `int32_safe_k`, `gemm_int8` | $C = A_q W_q^\top$: int8 x int8, exact int32 accumulation up to a stated $K$ | `a @ w.T` |
-# | `gemm_u8s8` | $C = A_u W_q^\top$: uint8 x int8 with `vpmaddubsw`, exact, about 2x float32 on AVX2 | `a @ w.T` |
+# | `gemm_u8s8` | $C = A_u W_q^\top$: uint8 x int8 with `vpmaddubsw` (or VNNI's `vpdpbusd`), exact, about 2x float32 on AVX2 (3x with VNNI) | `a @ w.T` |
 # | `gemm_int8_zp` | $\sum_k (a_k - z_a)\,w_k$, an activation zero point (int8 or uint8 activations) handled with precomputed sums | |
 # | `quantize_multiplier`, `requantize` | int32 accumulators back to int8 with gemmlowp fixed point, bit-exact | |
 # | `quantized_linear` | the whole int8-in, int8-out layer | `x @ w.T + b` |
@@ -422,10 +422,21 @@ assert gemm_int8(_big, _big)[0, 0] == 131071 * 16384
 # | `madd_i16(x, y)` | `vpmaddwd` | 8 int32 pair sums of int16 x int16 |
 # | `add_i32(x, y)` | `vpaddd` | 8 int32 sums |
 # | `hsum_i32(x)` | shuffles + adds | the sum of the 8 int32 lanes, as an int32 |
+# | `dpbusd(acc, u, s)` | `vpdpbusd` (VNNI) | `acc` + the sums of 4 neighbouring uint8 x int8 products, exact |
 #
-# It emits the x86 intrinsics only where LLVM reports AVX2 on the host (`tinyq.simd.HAS_AVX2`).
-# On any other CPU the same functions emit plain LLVM vector code with the same results, saturation
-# included, so your kernel is portable and only its speed changes.
+# It emits the x86 intrinsics only where LLVM reports them on the host (`tinyq.simd.HAS_AVX2`, and
+# `HAS_VNNI` for `dpbusd`). On any other CPU the same functions emit plain LLVM vector code with the
+# same results, saturation included, so your kernel is portable and only its speed changes.
+#
+# **The multiply-add step, `_u8s8_madd`.** One step of the micro-kernel adds 32 products of a row of
+# $A$ and a row of $W$ into an accumulator. On plain AVX2 that is the three-instruction chain. On a
+# CPU with VNNI (AVX512-VNNI with AVX512VL, e.g. AMD Zen 4 and Intel Ice Lake servers, or AVX-VNNI on
+# Alder Lake and later) it is one `vpdpbusd`, which sums four products straight into int32: half the
+# instructions, no int16 step, no saturation. Branch on `HAS_VNNI`: Numba reads a global once, when
+# it compiles, so the kernel keeps only the branch for this CPU (and `cache=True` is safe, since
+# Numba's cache is keyed on the CPU). The split stays in `gemm_u8s8` on every CPU: it costs a
+# VNNI machine a second pass with full-range activations, but the result never depends on which
+# branch ran.
 #
 # ### The kernel
 #
@@ -437,14 +448,15 @@ assert gemm_int8(_big, _big)[0, 0] == 131071 * 16384
 #   a dot product, so the micro-kernel never handles a leftover $k$ or a partial tile.
 # * **Register tile.** Each step of 32 $k$ loads 4 rows of $A$ and 3 rows of $W$ (7 loads) and does
 #   $4 \times 3 = 12$ chains `add_i32(c, madd_i16(maddubs(a_r, w_c), ones))` into 12 accumulators:
-#   384 multiply-adds per 7 loads.
+#   384 multiply-adds per 7 loads. 12 accumulators, 4 rows of $A$ in turn, 3 of $W$ and the ones
+#   fit the 16 `ymm` registers of AVX2.
 # * **Cache blocking.** Split $W$ into blocks of 48 rows (48 KiB at $K = 1024$, resident in L2). For each
 #   block, walk every 4-row tile of $A$ (4 KiB, stays in L1 while it meets all 16 tiles of the block).
 # * **Threads.** `prange` over the blocks of $W$: each thread writes its own columns of the output.
 
 # %% nbgrader={"grade": false, "grade_id": "gemm_u8s8", "locked": false, "schema_version": 3, "solution": true}
 #| export
-from tinyq.simd import add_i32, hsum_i32, load256, madd_i16, maddubs, splat_i16, zero256
+from tinyq.simd import HAS_VNNI, add_i32, dpbusd, hsum_i32, load256, madd_i16, maddubs, splat_i16, zero256
 
 U8S8_MR, U8S8_NR, U8S8_NB = 4, 3, 48     # register tile (rows of A x rows of W), rows of W per cache block
 
@@ -458,6 +470,18 @@ def pack_panel(x, rows_multiple, dtype):
     out = np.zeros((padded_rows, padded_k), dtype)
     out[:rows, :k] = x
     return out.reshape(-1), padded_k
+
+
+@njit(inline="always")
+def _u8s8_madd(acc, a, w, ones):
+    """acc + the uint8 x int8 products of a and w, 4 neighbouring k per int32 lane (vec256 in and out):
+    VNNI's dpbusd where the CPU has it (HAS_VNNI), else the AVX2 chain maddubs -> madd_i16 -> add_i32.
+    `ones` holds 16 int16 ones. Exact where no pair of products leaves int16."""
+    ### BEGIN SOLUTION
+    if HAS_VNNI:
+        return dpbusd(acc, a, w)
+    return add_i32(acc, madd_i16(maddubs(a, w), ones))
+    ### END SOLUTION
 
 
 @njit(parallel=True, cache=True)
@@ -496,21 +520,21 @@ def _gemm_u8s8_kernel(a_p, w_p, kp, out, high):
                     w1 = load256(w_p, rw1 + k)
                     w2 = load256(w_p, rw2 + k)
                     x = load256(a_p, ra0 + k)
-                    c00 = add_i32(c00, madd_i16(maddubs(x, w0), ones))
-                    c01 = add_i32(c01, madd_i16(maddubs(x, w1), ones))
-                    c02 = add_i32(c02, madd_i16(maddubs(x, w2), ones))
+                    c00 = _u8s8_madd(c00, x, w0, ones)
+                    c01 = _u8s8_madd(c01, x, w1, ones)
+                    c02 = _u8s8_madd(c02, x, w2, ones)
                     x = load256(a_p, ra1 + k)
-                    c10 = add_i32(c10, madd_i16(maddubs(x, w0), ones))
-                    c11 = add_i32(c11, madd_i16(maddubs(x, w1), ones))
-                    c12 = add_i32(c12, madd_i16(maddubs(x, w2), ones))
+                    c10 = _u8s8_madd(c10, x, w0, ones)
+                    c11 = _u8s8_madd(c11, x, w1, ones)
+                    c12 = _u8s8_madd(c12, x, w2, ones)
                     x = load256(a_p, ra2 + k)
-                    c20 = add_i32(c20, madd_i16(maddubs(x, w0), ones))
-                    c21 = add_i32(c21, madd_i16(maddubs(x, w1), ones))
-                    c22 = add_i32(c22, madd_i16(maddubs(x, w2), ones))
+                    c20 = _u8s8_madd(c20, x, w0, ones)
+                    c21 = _u8s8_madd(c21, x, w1, ones)
+                    c22 = _u8s8_madd(c22, x, w2, ones)
                     x = load256(a_p, ra3 + k)
-                    c30 = add_i32(c30, madd_i16(maddubs(x, w0), ones))
-                    c31 = add_i32(c31, madd_i16(maddubs(x, w1), ones))
-                    c32 = add_i32(c32, madd_i16(maddubs(x, w2), ones))
+                    c30 = _u8s8_madd(c30, x, w0, ones)
+                    c31 = _u8s8_madd(c31, x, w1, ones)
+                    c32 = _u8s8_madd(c32, x, w2, ones)
                 tile[0, 0] = hsum_i32(c00); tile[0, 1] = hsum_i32(c01); tile[0, 2] = hsum_i32(c02)
                 tile[1, 0] = hsum_i32(c10); tile[1, 1] = hsum_i32(c11); tile[1, 2] = hsum_i32(c12)
                 tile[2, 0] = hsum_i32(c20); tile[2, 1] = hsum_i32(c21); tile[2, 2] = hsum_i32(c22)
@@ -535,10 +559,11 @@ def gemm_u8s8(a_u8, w_s8):
     `pack_panel(w, U8S8_NR, np.int8)`. If A's largest value is at most 127, or W lies in [-64, 63],
     pack A once and call the kernel with high=False. Otherwise pack A & 127 for a first call
     (high=False) and A >> 7 for a second call that adds 128 times its sums (high=True).
+    In `_u8s8_madd`: one dpbusd where HAS_VNNI, else the three-instruction chain with the int16 ones.
     In the kernel: prange over blocks of U8S8_NB rows of W; inside a block, every U8S8_MR-row tile of
     A against every U8S8_NR-row tile of W; 12 vec256 accumulators, each step of 32 k loads 4 + 3
-    vectors and chains maddubs -> madd_i16 with int16 ones -> add_i32; at the end hsum_i32 each
-    accumulator and store the part of the tile inside (M, N).
+    vectors and updates every accumulator with `_u8s8_madd`; at the end hsum_i32 each accumulator
+    and store the part of the tile inside (M, N).
 
     EXAMPLE: gemm_u8s8(np.array([[200, 3]], np.uint8), np.array([[1, -1], [-128, 127]], np.int8))
              -> array([[197, -25219]], dtype=int32)
@@ -1096,8 +1121,9 @@ gemv_speedup_4096 = gemv_rows[-1][-1]
 # multiply-adds per instruction (the table of section 2b). `gemm_int8` lets LLVM choose, and LLVM
 # chooses `vpmulld`: 8 multiply-adds per multiply, like `vfmadd231ps`, plus widening instructions, so
 # it lands below numpy's SGEMM. `gemm_u8s8` asks for `vpmaddubsw` + `vpmaddwd`: 32 multiply-adds per
-# pair of multiplies, twice float32's budget, and it lands near 2x. With full-range activations it
-# runs the split (two passes) and gives half of that back. The table times all of them, interleaved
+# pair of multiplies, twice float32's budget, and on plain AVX2 it lands near 2x. Where the CPU has
+# VNNI, its `vpdpbusd` branch does 32 per instruction, and the ceiling is 4x. With full-range
+# activations it runs the split (two passes) and gives half of that back. The table times all of them, interleaved
 # with numpy, on your machine (`time_interleaved` with a settle pause before each sample).
 #
 # Then the libraries at 1024³, where they are installed: ONNX Runtime's `MatMulInteger` (uint8 x int8
@@ -1398,15 +1424,15 @@ print("\n".join(lines[:12]))
 #   leftover rows and columns. LLVM forms `vpmaddwd` from a plain loop only when each widened operand
 #   feeds a *single* multiply. Register blocking reuses every widened value 2 or 4 times, so the hot
 #   loop keeps `vpmulld`, and the kernel lands below float32 (compare your table in 6.4).
-# * `_gemm_u8s8_kernel`'s loop is what you asked for, instruction by instruction: 7 loads (often folded
-#   into the multiplies as memory operands), 12 `vpmaddubsw`, 12 `vpmaddwd` against the register of
-#   ones and 12 `vpaddd`, for 4 x 3 x 32 = 384 multiply-adds. That is 32 multiply-adds per pair of
-#   multiplies against float32's 8 per FMA, hence its place in 6.4: about twice SGEMM, the level of
-#   ONNX Runtime and fbgemm on the same cores. On a CPU with AVX-512 the loop may use `ymm16`-`ymm31`
-#   as well: LLVM compiles for the host CPU, and AVX512VL gives 32 vector registers. On a CPU whose
-#   features list VNNI (`avxvnni` or `avx512vnni` above), `vpdpbusd` would do the three
-#   instructions' work in one, with no saturation; `tinyq.simd` does not expose it, and a fourth
-#   `@intrinsic` is how you would add it.
+# * `_gemm_u8s8_kernel`'s loop is what you asked for, instruction by instruction. On a CPU with VNNI
+#   it is 7 loads (some folded into the multiplies as memory operands) and 12 `vpdpbusd`: 384
+#   multiply-adds in 12 instructions, 4x float32's 8 per FMA. On plain AVX2 it is 12 `vpmaddubsw`,
+#   12 `vpmaddwd` against the register of ones and 12 `vpaddd`: 32 multiply-adds per pair of
+#   multiplies, 2x float32. (On an AVX512-VNNI CPU the AVX2 branch, compiled there, shows
+#   `vpdpwssd` instead of `vpmaddwd` + `vpaddd`: LLVM fuses the int16 multiply-add and the add into
+#   VNNI's int16 instruction by itself.) Hence the place of `gemm_u8s8` in 6.4, next to ONNX Runtime
+#   and fbgemm, which run the same instructions. The loop may use `ymm16`-`ymm31` as well: LLVM
+#   compiles for the host CPU, and AVX512VL gives 32 vector registers.
 # * If you see `xmm` where you expected `ymm`, or `vpmuldq`/`vpmuludq` (64-bit products) instead of
 #   `vpmulld`, an int64 has crept in: look for a missing `np.int32(...)` around the accumulation.
 #
@@ -1414,7 +1440,8 @@ print("\n".join(lines[:12]))
 # times faster with 4x smaller weights, on any CPU. Where compute dominates, as in the big GEMM,
 # int8 wins by the instructions it uses: left to LLVM's choice (`vpmulld`) it stays below float32,
 # and with `vpmaddubsw` + `vpmaddwd` on plain AVX2 it does 32 multiply-adds where an FMA does 8 and
-# reaches about 2x float32, provided a 7-bit operand (or the split) keeps the int16 pair sums exact. Requantizing in
+# reaches about 2x float32, provided a 7-bit operand (or the split) keeps the int16 pair sums exact;
+# VNNI's `vpdpbusd` takes it further. Requantizing in
 # fixed point costs one pass over the outputs and makes the layer bit-exact with TFLite. Finally,
 # the way you time changes the answer. Threads left spinning by one library can halve the speed of
 # the next one, so look at what else is running before you believe a speedup.

@@ -115,6 +115,26 @@ def test_gemm_u8s8_extremes_bound_and_empty(only):
     assert empty_k.shape == (2, 3) and np.all(empty_k == 0)
 
 
+@pytest.mark.points(1, exercise="gemm_u8s8")
+def test_gemm_u8s8_avx2_branch_where_the_cpu_has_vnni(only, monkeypatch):
+    """On a VNNI CPU the kernel compiles only its dpbusd branch; compile a fresh copy with HAS_VNNI off
+    so the maddubs chain (and the split that keeps it exact) is graded on every machine."""
+    only("gemm_u8s8")
+    from numba import njit
+    monkeypatch.setattr(tq, "HAS_VNNI", False)
+    monkeypatch.setattr(tq, "_u8s8_madd", njit(inline="always")(tq._u8s8_madd.py_func))
+    monkeypatch.setattr(tq, "_gemm_u8s8_kernel", njit(parallel=True)(tq._gemm_u8s8_kernel.py_func))
+    rng = np.random.default_rng(25)
+    for m, n, k in [(1, 1, 1), (5, 4, 33), (13, 11, 129), (40, 30, 700)]:
+        for a_high in (127, 255):
+            a = rng.integers(0, a_high + 1, size=(m, k), dtype=np.uint8)
+            w = random_int8(rng, (n, k))
+            assert np.array_equal(tq.gemm_u8s8(a, w), int_matmul(a, w)), (m, n, k, a_high)
+    a = np.full((6, 96), 255, np.uint8)
+    w = np.full((5, 96), -128, np.int8)
+    assert np.all(tq.gemm_u8s8(a, w) == 96 * 255 * -128)
+
+
 # ---------------------------------------------------------------- gemm_int8_zp
 @pytest.mark.points(1, exercise="gemm_int8_zp")
 def test_zero_point_random(only):

@@ -5,7 +5,7 @@ import pytest
 from numba import njit
 
 import tinyq.simd as simd
-from tinyq.simd import add_i32, hsum_i32, load256, madd_i16, maddubs, splat_i16, store256, zero256
+from tinyq.simd import add_i32, dpbusd, hsum_i32, load256, madd_i16, maddubs, splat_i16, store256, zero256
 
 
 def reference_maddubs(u, s):
@@ -43,13 +43,18 @@ def build_kernels():
         store256(out, 0, splat_i16(v))
         store256(out, 8, zero256())
 
-    return k_maddubs, k_madd, k_chain, k_splat_zero
+    @njit
+    def k_dpbusd(u, s, acc, out):
+        store256(out, 0, dpbusd(load256(acc, 0), load256(u, 0), load256(s, 0)))
+
+    return k_maddubs, k_madd, k_chain, k_splat_zero, k_dpbusd
 
 
 @pytest.fixture(params=["native", "generic"])
 def kernels(request, monkeypatch):
     if request.param == "generic":
         monkeypatch.setattr(simd, "_USE_X86", False)
+        monkeypatch.setattr(simd, "_USE_VNNI", False)
     elif not simd.HAS_AVX2:
         pytest.skip("the host has no AVX2: only the generic path exists here")
     return build_kernels()
@@ -106,6 +111,27 @@ def test_splat_and_zero(kernels):
     assert np.all(out[:8].view(np.int16) == -3) and np.all(out[8:] == 0)
 
 
+def test_dpbusd_is_exact_without_saturation(kernels):
+    """vpdpbusd sums 4 uint8 x int8 products straight into int32: 255 * -128 * 4 does not saturate."""
+    k_dpbusd = kernels[4]
+    rng = np.random.default_rng(3)
+    u = rng.integers(0, 256, 32, dtype=np.uint8)
+    s = rng.integers(-128, 128, 32, dtype=np.int8)
+    u[:8], s[:8] = 255, -128
+    acc = rng.integers(-2**31, 2**31, 8).astype(np.int32)
+    acc[1] = -2**31                                                     # wraps modulo 2**32
+    out = np.zeros(8, np.int32)
+    k_dpbusd(u, s, acc.view(np.uint8), out)
+    want = acc.astype(np.int64) + (u.astype(np.int64) * s.astype(np.int64)).reshape(8, 4).sum(axis=1)
+    assert np.array_equal(out, (want % 2**32).astype(np.uint32).view(np.int32))
+    assert out[0] == acc[0] + 4 * 255 * -128
+
+
+def test_features_agree_with_vnni_flag():
+    f = simd.cpu_features()
+    assert simd.HAS_VNNI == bool((f.get("avx512vnni") and f.get("avx512vl")) or f.get("avxvnni"))
+
+
 def test_native_path_emits_vpmaddubsw():
     if not simd.HAS_AVX2:
         pytest.skip("the host has no AVX2")
@@ -126,3 +152,11 @@ def test_the_operations_refuse_wrong_types():
 
     with pytest.raises(TypingError):
         bad(np.zeros(32, np.float32))
+
+
+def test_native_path_emits_vpdpbusd_where_the_cpu_has_vnni():
+    if not simd.HAS_VNNI:
+        pytest.skip("the host has no VNNI")
+    k_dpbusd = build_kernels()[4]
+    k_dpbusd(np.zeros(32, np.uint8), np.zeros(32, np.int8), np.zeros(32, np.uint8), np.zeros(8, np.int32))
+    assert "vpdpbusd" in "\n".join(k_dpbusd.inspect_asm().values())
