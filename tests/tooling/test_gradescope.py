@@ -24,6 +24,7 @@ from tito.gradescope import CONFIG, ROOT_ENV, GradescopeError, autograder_leaks,
 from tito.grade import Limits
 from tito.registry import all_modules
 from tito.release import find_leaks, release, solution_lines
+from tito.source import solution_regions
 from _tooling import REPO, copy_course, run_tito
 from test_grade import ATTACKS, FIRST_EXPORT, SCORE_FAKING, SOURCE
 
@@ -185,12 +186,20 @@ def test_hidden_tests_after_publishing_perf_tests_with_ratio_and_bar(autograder)
     assert f"{board[0]['value']:.2f}" in perf["output"]
 
 
-def test_build_refuses_a_zip_with_solution_text(tmp_path):
+@pytest.mark.parametrize("where", ["tests/15_quantization/_15_hidden_oracle.py", "tinyq/bench.py"])
+def test_build_refuses_a_zip_with_solution_text(tmp_path, where):
+    """A solution block pasted into an oracle, or two solution lines anywhere else: no zip."""
     course = copy_course(tmp_path / "course")
     shutil.copy2(REPO / "pyproject.toml", course / "pyproject.toml")
-    (a, b) = next(iter(solution_lines(all_modules(course)).pairs))
-    oracle = course / "tests" / "15_quantization" / "_15_hidden_oracle.py"
-    oracle.write_text(oracle.read_text() + f'\n_PASTED = """\n{a}\n{b}\n"""\n')
+    (module,) = all_modules(course)
+    if where.startswith("tests/"):
+        region = max((region for _, region in solution_regions(module.source)), key=len)
+        pasted = [line for line in region if line.strip() and not line.strip().startswith("#")][:6]
+    else:
+        pasted = list(next(iter(solution_lines(all_modules(course)).pairs)))
+    assert len(pasted) >= 2
+    target = course / where
+    target.write_text(target.read_text() + '\n_PASTED = """\n' + "\n".join(pasted) + '\n"""\n')
     with pytest.raises(GradescopeError, match="refusing to build"):
         build(course, tmp_path / "autograder.zip", limits=Limits())
     assert not (tmp_path / "autograder.zip").exists()
