@@ -31,6 +31,8 @@ OPTIONAL = {o.name: o for o in (
     Optional_("jupyter_book", "site", "tito site build: the course website"),
     Optional_("sphinx_mathjax_offline", "site", "formulas typeset on the course site with no network"),
     Optional_("cupy", "gpu", "CuPy GPU kernels (planned: module 20 and module 21's GPU half)"),
+    Optional_("cuda.bindings", "gpu", "NVRTC on the CPU: module 20's kernels compiled and inspected for sm_75/80/90"),
+    Optional_("nvidia.cuda_nvrtc", "gpu", "the NVRTC library that cuda.bindings loads (module 20, no GPU needed)"),
 )}
 
 
