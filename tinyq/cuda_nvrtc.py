@@ -3,7 +3,7 @@
 Hand-written support of module 20 (not generated).
 
 * `compile_cuda(source, arch)`: NVRTC (NVIDIA's runtime compiler, from the `cuda-bindings` and
-  `nvidia-cuda-nvrtc-cu12` wheels: `pip install -e '.[gpu]'`) compiles CUDA C to PTX and, through
+  `nvidia-cuda-nvrtc-cu12` wheels: `pip install -e '.[nvrtc]'`, also in `.[gpu]`) compiles CUDA C to PTX and, through
   ptxas, to a cubin for `sm_75`, `sm_80`, `sm_90`, ... with no GPU and no driver. `-Xptxas=-v` makes
   ptxas report each kernel's registers, spills and static shared memory.
 * `compile_report(source, arch)`: those numbers plus the count of the PTX instructions that say what

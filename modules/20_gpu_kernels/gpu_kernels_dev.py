@@ -28,7 +28,7 @@
 #
 # **No GPU needed to do this module.** Everything you write is compiled, inspected and checked on
 # the CPU:
-# * NVIDIA's runtime compiler NVRTC (`pip install -e '.[gpu]'`: the `cuda-bindings` and
+# * NVIDIA's runtime compiler NVRTC (`pip install -e '.[nvrtc]'`, included in `.[gpu]`: the `cuda-bindings` and
 #   `nvidia-cuda-nvrtc-cu12` wheels) turns your CUDA C into PTX and machine code for `sm_75`
 #   (Turing, Colab's T4), `sm_80` (A100) and `sm_90` (H100) without a driver; `tinyq.cuda_nvrtc`
 #   reads back registers per thread, spills, shared memory and the instructions the compiler chose.
@@ -736,7 +736,7 @@ if nvrtc_available():
                   f"{r['dp4a']:>6}{r['mma']:>5}{r['ld_shared']:>10}{r['bar_sync']:>9}{r['ld_global_v4']:>7}"
                   f"{o['blocks_per_sm']:>10}{o['occupancy']:>10.0%}")
 else:
-    print("NVRTC is not installed (pip install -e '.[gpu]'): no compile reports here")
+    print("NVRTC is not installed (pip install -e '.[nvrtc]', or '.[gpu]' on a GPU machine): no compile reports here")
 
 # %% [markdown]
 # Read the table as the compiler's account of your code. The `naive` kernel may already show one

@@ -1,7 +1,6 @@
 """Helpers of module 20's tests. Public: they ship to learners with the public tests, so they
 hold data and small utilities, never an answer (import them as `from _20_helpers import ...`)."""
 import numpy as np
-import pytest
 
 VARIANTS = ("naive", "tiled", "dp4a", "mma")
 SOURCE_OF = {"naive": "naive_source", "tiled": "tiled_source", "dp4a": "dp4a_source", "mma": "mma_source"}
@@ -37,14 +36,3 @@ def run_emulated(source, variant, a, w):
     return c
 
 
-@pytest.fixture
-def cxx(request):
-    """Skips, out of the maximum like a GPU test, where no C++20 compiler can build the emulator."""
-    from tinyq.cuda_emulator import find_compiler
-    if find_compiler() is None:
-        grading = request.config.pluginmanager.get_plugin("tinyq-grading-report")
-        record = grading.records.get(request.node.nodeid) if grading else None
-        if record is not None:
-            record.needs = "a C++ compiler"
-        pytest.skip("needs a C++ compiler: g++ >= 11 or clang++ >= 15 (C++20 <barrier>) runs the CUDA emulator")
-    return True

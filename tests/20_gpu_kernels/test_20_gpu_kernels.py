@@ -1,9 +1,9 @@
 """Public graded tests of module 20 (gpu_kernels). Hidden tests add more cases at grading time.
 
 Three kinds of tests, and what each needs:
-* exactness in the CPU emulator (tinyq.cuda_emulator): a C++20 compiler (fixture `cxx`; elsewhere
-  skipped as "needs a C++ compiler", out of the maximum);
-* compile reports with NVRTC: `pip install -e '.[gpu]'` (skipped as "needs cuda.bindings" without);
+* exactness in the CPU emulator (tinyq.cuda_emulator): a C++20 compiler (`requires("a C++20 compiler")`;
+  elsewhere skipped as "needs a C++20 compiler", out of the maximum);
+* compile reports with NVRTC: `pip install -e '.[nvrtc]'` (also in `.[gpu]`) (skipped as "needs cuda.bindings" without);
 * on a CUDA device: exactness and speed against cuBLAS FP32 (fixture `gpu`: "needs GPU" elsewhere).
 """
 import numpy as np
@@ -11,7 +11,7 @@ import pytest
 
 import tinyq.gpu_kernels as mod
 from tito.grading.kit import check_equal
-from _20_helpers import (BLOCK_OF, SHARED_LIMIT, SOURCE_OF, VARIANTS, cxx, int_matmul,  # noqa: F401
+from _20_helpers import (BLOCK_OF, SHARED_LIMIT, SOURCE_OF, VARIANTS, int_matmul,  # noqa: F401
                          random_int8, run_emulated)
 
 EMULATOR_SHAPES = [(1, 1, 1), (1, 5, 3), (3, 1, 33), (17, 9, 40), (8, 70, 64), (65, 66, 100), (31, 33, 257)]
@@ -32,25 +32,29 @@ def _emulator_case(variant):
 
 
 @pytest.mark.points(EMULATOR_POINTS["naive"], exercise="naive_source")
-def test_naive_exact_in_the_emulator(cxx, only):
+@pytest.mark.requires("a C++20 compiler")
+def test_naive_exact_in_the_emulator(only):
     only("naive_source")
     _emulator_case("naive")
 
 
 @pytest.mark.points(EMULATOR_POINTS["tiled"], exercise="tiled_source")
-def test_tiled_exact_in_the_emulator(cxx, only):
+@pytest.mark.requires("a C++20 compiler")
+def test_tiled_exact_in_the_emulator(only):
     only("tiled_source")
     _emulator_case("tiled")
 
 
 @pytest.mark.points(EMULATOR_POINTS["dp4a"], exercise="dp4a_source")
-def test_dp4a_exact_in_the_emulator(cxx, only):
+@pytest.mark.requires("a C++20 compiler")
+def test_dp4a_exact_in_the_emulator(only):
     only("dp4a_source")
     _emulator_case("dp4a")
 
 
 @pytest.mark.points(EMULATOR_POINTS["mma"], exercise="mma_source")
-def test_mma_exact_in_the_emulator(cxx, only):
+@pytest.mark.requires("a C++20 compiler")
+def test_mma_exact_in_the_emulator(only):
     only("mma_source")
     _emulator_case("mma")
 
@@ -178,7 +182,8 @@ def test_occupancy_rejects_what_cannot_run(only):
 
 # ---------------------------------------------------------------- gemm_int8_gpu (emulated on the CPU)
 @pytest.mark.points(2, exercise="gemm_int8_gpu")
-def test_gemm_int8_gpu_in_the_emulator(cxx, only):
+@pytest.mark.requires("a C++20 compiler")
+def test_gemm_int8_gpu_in_the_emulator(only):
     only("gemm_int8_gpu")
     rng = np.random.default_rng(2030)
     for m, n, k in [(1, 1, 1), (13, 40, 33), (70, 9, 64)]:
@@ -193,7 +198,8 @@ def test_gemm_int8_gpu_in_the_emulator(cxx, only):
 
 
 @pytest.mark.points(2, exercise="gemm_int8_gpu")
-def test_gemm_int8_gpu_rejects_bad_operands(cxx, only):
+@pytest.mark.requires("a C++20 compiler")
+def test_gemm_int8_gpu_rejects_bad_operands(only):
     only("gemm_int8_gpu")
     ones = np.ones((2, 3), np.int8)
     check_equal(mod.gemm_int8_gpu(ones, ones, "naive", emulate=True), np.full((2, 2), 3, np.int32),

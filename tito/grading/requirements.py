@@ -30,13 +30,33 @@ OPTIONAL = {o.name: o for o in (
     Optional_("jupyterlab", "lab", "tito lab: JupyterLab with paired notebooks"),
     Optional_("jupyter_book", "site", "tito site build: the course website"),
     Optional_("sphinx_mathjax_offline", "site", "formulas typeset on the course site with no network"),
-    Optional_("cupy", "gpu", "CuPy GPU kernels (planned: module 20 and module 21's GPU half)"),
-    Optional_("cuda.bindings", "gpu", "NVRTC on the CPU: module 20's kernels compiled and inspected for sm_75/80/90"),
-    Optional_("nvidia.cuda_nvrtc", "gpu", "the NVRTC library that cuda.bindings loads (module 20, no GPU needed)"),
+    Optional_("cupy", "gpu", "running module 20's kernels on an NVIDIA GPU (exactness on the device, speed)"),
+    Optional_("cuda.bindings", "nvrtc", "NVRTC on the CPU: module 20's kernels compiled and inspected for sm_75/80/90"),
+    Optional_("nvidia.cuda_nvrtc", "nvrtc", "the NVRTC library that cuda.bindings loads (module 20, no GPU needed)"),
+)}
+
+
+@dataclass(frozen=True)
+class Tool:
+    """Something a test needs that is not a Python package (a C++ compiler), found by a probe."""
+    name: str
+    probe: str         # "module:function" returning a truthy value where the tool is usable
+    hint: str
+
+
+TOOLS = {t.name: t for t in (
+    Tool("a C++20 compiler", "tinyq.cuda_emulator:find_compiler",
+         "g++ >= 11 or clang++ >= 15 (C++20 <barrier>) runs module 20's CUDA emulator"),
 )}
 
 
 def is_installed(name: str) -> bool:
+    if name in TOOLS:
+        module, function = TOOLS[name].probe.split(":")
+        try:
+            return bool(getattr(importlib.import_module(module), function)())
+        except Exception:
+            return False
     try:
         return importlib.util.find_spec(name) is not None
     except (ImportError, ValueError):
@@ -45,5 +65,7 @@ def is_installed(name: str) -> bool:
 
 def describe(name: str) -> str:
     """'needs NAME: pip install ...' for a known optional package (or a plain 'needs NAME')."""
+    if name in TOOLS:
+        return f"needs {name}: {TOOLS[name].hint}"
     known = OPTIONAL.get(name)
     return f"needs {name}: {known.hint}" if known else f"needs {name}: pip install {name}"
