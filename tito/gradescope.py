@@ -31,7 +31,7 @@ from .errors import TitoError
 from .grade import (SUPPORT_SKIP, Grader, Limits, Submission, _course_root, check_grading_machine,
                     required_packages, write_gradescope)
 from .grading.exercises import exercise_map
-from .grading.requirements import OPTIONAL
+from .grading.requirements import OPTIONAL, TOOLS
 from .registry import Module, all_modules
 from .release import find_leaks, solution_lines
 
@@ -59,14 +59,28 @@ class Built:
     checked: int                  # solution lines and pairs the leak check looked for
 
 
+APT_FOR_TOOLS = {"a C++20 compiler": "g++"}   # tools a test `requires` (not pip packages): Ubuntu's package
+
+
 def extras_for(modules: list[Module]) -> list[str]:
-    """The pyproject extras that install every optional package the modules' tests require."""
-    needed = required_packages(modules)
+    """The pyproject extras that install every optional package the modules' tests require
+    (tools such as a C++ compiler are not packages: see `apt_for`)."""
+    needed = required_packages(modules) - set(TOOLS)
     unknown = sorted(n for n in needed if n not in OPTIONAL)
     if unknown:
         raise GradescopeError(f"the tests require {', '.join(unknown)}, which no extra of pyproject.toml "
                               "installs (add it to tito/grading/requirements.py and pyproject.toml)")
     return sorted({OPTIONAL[n].extra for n in needed})
+
+
+def apt_for(modules: list[Module]) -> list[str]:
+    """Ubuntu packages for the tools the modules' tests require (setup.sh installs them)."""
+    tools = required_packages(modules) & set(TOOLS)
+    unknown = sorted(t for t in tools if t not in APT_FOR_TOOLS)
+    if unknown:
+        raise GradescopeError(f"the tests require {', '.join(unknown)}: add its Ubuntu package to "
+                              "APT_FOR_TOOLS in tito/gradescope.py")
+    return sorted({APT_FOR_TOOLS[t] for t in tools})
 
 
 def _requirement_name(spec: str) -> str:
@@ -97,8 +111,8 @@ def pinned_requirements(root: Path, extras: list[str]) -> list[str]:
     return sorted(set(lines), key=str.lower)
 
 
-def _script(name: str, extras: list[str]) -> str:
-    text = (TEMPLATES / name).read_text()
+def _script(name: str, extras: list[str], apt: list[str]) -> str:
+    text = (TEMPLATES / name).read_text().replace("@APT@", " ".join(apt))
     python = f"python{sys.version_info.major}.{sys.version_info.minor}"
     return text.replace("[@EXTRAS@]", f"[{','.join(extras)}]" if extras else "").replace("@PYTHON@", python)
 
@@ -126,7 +140,7 @@ def stage(root: Path, modules: list[Module], dest: Path, *, limits: Limits, lead
     (dest / CONFIG).write_text(json.dumps({"modules": [m.key for m in modules], "timeout_s": limits.timeout_s,
                                            "memory_mb": limits.memory_mb, "leaderboard": leaderboard}, indent=1))
     for name in SCRIPTS:
-        (dest / name).write_text(_script(name, extras))
+        (dest / name).write_text(_script(name, extras, apt_for(modules)))
         (dest / name).chmod(0o755)
     return extras
 

@@ -7,6 +7,12 @@ set -euo pipefail
 ROOT="${TINYQ_AUTOGRADER_ROOT:-/autograder}"
 
 PYTHON=@PYTHON@     # the Python the zip was built and its versions pinned with
+TOOLS="@APT@"       # Ubuntu packages of tools the tests require (a C++ compiler for module 20)
+
+if [ -n "$TOOLS" ] && command -v apt-get >/dev/null && [ "$(id -u)" = 0 ]; then
+  apt-get update -qq
+  DEBIAN_FRONTEND=noninteractive apt-get install -y -qq $TOOLS >/dev/null
+fi
 
 if ! command -v "$PYTHON" >/dev/null && command -v apt-get >/dev/null && [ "$(id -u)" = 0 ]; then
   export DEBIAN_FRONTEND=noninteractive
