@@ -17,7 +17,7 @@ gradescope_app = typer.Typer(help="Grade on Gradescope: the autograder zip for a
 
 @gradescope_app.command("build")
 @reports_errors
-def build(out: Path = typer.Argument(..., help="the autograder file to write, e.g. autograder.zip"),
+def build(out: Path = typer.Argument(..., metavar="OUT.zip", help="the autograder file to write, e.g. autograder.zip"),
           names: Optional[List[str]] = typer.Argument(None, metavar="MODULES",
                                                      help="the same as --modules"),
           modules: Optional[List[str]] = typer.Option(
