@@ -14,7 +14,7 @@ from _19_helpers import (fails_fast, gemv_reference_and_bound, int_matmul, peak_
 # with the same thread count on both sides: see tinyq.bench.best_speedup.
 GEMV_BAR = 1.5
 GEMM_BAR = 0.6
-U8S8_BAR = 2.0 if HAS_VNNI else 1.3   # the reference, 2-core Zen 4: about 3x with VNNI, 2x on the AVX2 chain
+U8S8_BAR = 1.6 if HAS_VNNI else 1.2   # the reference, 2-core Zen 4 under load: 2.0-3.0x with VNNI, 1.6-2.0x on the AVX2 chain
 U8S8_FLOOR = 0.6    # a blocked kernel without vpmaddubsw (gemm_int8's speed) starts earning here
 
 
@@ -193,8 +193,8 @@ def test_gemm_u8s8_saturating_pairs_and_validation(only):
 def test_gemm_u8s8_speed_vs_numpy_sgemm(perf, only):
     """1024^3 with 7-bit activations (fbgemm's reduce_range) against numpy's float32 SGEMM, at 2 and 1
     threads on both sides. The AVX2 chain vpmaddubsw -> vpmaddwd does 32 multiply-adds per pair of
-    multiplies where an FMA does 8: about 2x (bar 1.3); VNNI's vpdpbusd does 32 in one instruction:
-    the reference reaches about 3x on a 2-core Zen 4 (bar 2.0 where the CPU has VNNI). A blocked
+    multiplies where an FMA does 8: about 2x (bar 1.2); VNNI's vpdpbusd does 32 in one instruction:
+    the reference reaches 2-3x on a 2-core Zen 4 (bar 1.6 where the CPU has VNNI). A blocked
     kernel that lets LLVM pick the instructions (gemm_int8's) stays near 0.6x, the floor."""
     only("gemm_u8s8")
     rng = np.random.default_rng(22)
