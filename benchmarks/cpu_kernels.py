@@ -87,7 +87,7 @@ def cases(rng, threads):
     b_q = rng.integers(-127, 128, size=(m, m), dtype=np.int8)
     a_f, b_f = a_q.astype(np.float32), b_q.astype(np.float32)
     a_u7 = rng.integers(0, 128, size=(m, m), dtype=np.uint8)       # 7-bit activations (reduce_range)
-    a_u8 = rng.integers(0, 256, size=(m, m), dtype=np.uint8)       # full range: gemm_u8s8's split
+    a_u8 = rng.integers(0, 256, size=(m, m), dtype=np.uint8)       # full range: the split without VNNI
     a_u7f = a_u7.astype(np.float32)
     rows = [
         ("19 gemv_w8 4096x4096", lambda: gemv_w8(w_q, scale, x), lambda: w @ x),

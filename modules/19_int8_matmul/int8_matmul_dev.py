@@ -434,9 +434,8 @@ assert gemm_int8(_big, _big)[0, 0] == 131071 * 16384
 # Alder Lake and later) it is one `vpdpbusd`, which sums four products straight into int32: half the
 # instructions, no int16 step, no saturation. Branch on `HAS_VNNI`: Numba reads a global once, when
 # it compiles, so the kernel keeps only the branch for this CPU (and `cache=True` is safe, since
-# Numba's cache is keyed on the CPU). The split stays in `gemm_u8s8` on every CPU: it costs a
-# VNNI machine a second pass with full-range activations, but the result never depends on which
-# branch ran.
+# Numba's cache is keyed on the CPU). With VNNI nothing saturates, so `gemm_u8s8` needs the split
+# only where `HAS_VNNI` is false: full-range activations then cost one pass instead of two.
 #
 # ### The kernel
 #
@@ -556,8 +555,8 @@ def gemm_u8s8(a_u8, w_s8):
 
     APPROACH: a_u8 must be a 2-D uint8 array and w_s8 a 2-D int8 array (TypeError otherwise), with the
     same K (ValueError otherwise); K > int32_safe_k(255, 128) raises ValueError. Pack W with
-    `pack_panel(w, U8S8_NR, np.int8)`. If A's largest value is at most 127, or W lies in [-64, 63],
-    pack A once and call the kernel with high=False. Otherwise pack A & 127 for a first call
+    `pack_panel(w, U8S8_NR, np.int8)`. If the CPU has VNNI (HAS_VNNI: no saturation), or A's largest
+    value is at most 127, or W lies in [-64, 63], pack A once and call the kernel with high=False. Otherwise pack A & 127 for a first call
     (high=False) and A >> 7 for a second call that adds 128 times its sums (high=True).
     In `_u8s8_madd`: one dpbusd where HAS_VNNI, else the three-instruction chain with the int16 ones.
     In the kernel: prange over blocks of U8S8_NB rows of W; inside a block, every U8S8_MR-row tile of
@@ -590,7 +589,7 @@ def gemm_u8s8(a_u8, w_s8):
         return out
     w_p, kp = pack_panel(w_s8, U8S8_NR, np.int8)
     seven_bit_w = int(w_s8.min()) >= -64 and int(w_s8.max()) <= 63
-    if seven_bit_w or int(a_u8.max()) <= 127:
+    if HAS_VNNI or seven_bit_w or int(a_u8.max()) <= 127:
         a_p, _ = pack_panel(a_u8, U8S8_MR, np.uint8)
         _gemm_u8s8_kernel(a_p, w_p, kp, out, False)
     else:
@@ -606,7 +605,7 @@ def gemm_u8s8(a_u8, w_s8):
 _c = gemm_u8s8(np.array([[200, 3]], np.uint8), np.array([[1, -1], [-128, 127]], np.int8))
 assert _c.dtype == np.int32 and _c.tolist() == [[197, -25219]]
 for _m, _n, _k in [(1, 1, 1), (1, 9, 31), (7, 1, 17), (9, 13, 67), (64, 50, 300)]:
-    for _hi in (127, 255):                       # 7-bit activations (one call), full range (split)
+    for _hi in (127, 255):                       # 7-bit activations, full range (the split without VNNI)
         _a = _rng.integers(0, _hi + 1, size=(_m, _k), dtype=np.uint8)
         _w = _rng.integers(-128, 128, size=(_n, _k), dtype=np.int8)
         assert np.array_equal(gemm_u8s8(_a, _w), _a.astype(np.int64) @ _w.astype(np.int64).T), (_m, _n, _k, _hi)
@@ -1123,7 +1122,7 @@ gemv_speedup_4096 = gemv_rows[-1][-1]
 # it lands below numpy's SGEMM. `gemm_u8s8` asks for `vpmaddubsw` + `vpmaddwd`: 32 multiply-adds per
 # pair of multiplies, twice float32's budget, and on plain AVX2 it lands near 2x. Where the CPU has
 # VNNI, its `vpdpbusd` branch does 32 per instruction, and the ceiling is 4x. With full-range
-# activations it runs the split (two passes) and gives half of that back. The table times all of them, interleaved
+# activations and no VNNI it runs the split (two passes) and gives half of that back. The table times all of them, interleaved
 # with numpy, on your machine (`time_interleaved` with a settle pause before each sample).
 #
 # Then the libraries at 1024³, where they are installed: ONNX Runtime's `MatMulInteger` (uint8 x int8
@@ -1188,7 +1187,7 @@ for m, n, k in ((1024, 1024, 1024), (64, 4096, 1024)):
     aq = rng.integers(-128, 128, size=(m, k), dtype=np.int8)
     wq = rng.integers(-127, 128, size=(n, k), dtype=np.int8)
     au7 = rng.integers(0, 128, size=(m, k), dtype=np.uint8)     # 7-bit activations: one pass
-    au8 = rng.integers(0, 256, size=(m, k), dtype=np.uint8)     # full range: the split, two passes
+    au8 = rng.integers(0, 256, size=(m, k), dtype=np.uint8)     # full range: the split without VNNI
     af, wf = aq.astype(np.float32), wq.astype(np.float32)
     runs = [("numpy fp32 SGEMM", lambda: af @ wf.T), ("gemm_int8", lambda: gemm_int8(aq, wq)),
             ("gemm_u8s8, 7-bit A", lambda: gemm_u8s8(au7, wq)), ("gemm_u8s8, 8-bit A", lambda: gemm_u8s8(au8, wq))]

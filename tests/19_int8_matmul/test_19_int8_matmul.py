@@ -155,7 +155,7 @@ def random_uint8(rng, shape, high=255):
 
 @pytest.mark.points(3, exercise="gemm_u8s8")
 def test_gemm_u8s8_exact_on_odd_shapes(only):
-    """7-bit activations (one pass), full-range activations (the split) and 7-bit weights."""
+    """7-bit activations (one pass), full-range activations (the split where the CPU lacks VNNI) and 7-bit weights."""
     only("gemm_u8s8")
     rng = np.random.default_rng(21)
     shapes = [(1, 1, 1), (1, 1, 300), (1, 37, 64), (37, 1, 64), (2, 3, 5), (4, 3, 32), (5, 4, 33),
