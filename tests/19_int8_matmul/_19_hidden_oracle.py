@@ -151,13 +151,10 @@ def requantize(acc_i32, m0, shift, out_zp, qmin=-128, qmax=127):
         for c in range(n):
             v = int(out_zp) + multiply_by_quantized_multiplier(flat[r, c], m0[c], shift[c])
             out[r, c] = min(max(v, qmin), qmax)
-    if qmin >= -128 and qmax <= 127:
-        dtype = np.int8
-    elif qmin >= 0 and qmax <= 255:
-        dtype = np.uint8
-    else:
-        dtype = np.int32
-    return out.astype(dtype).reshape(acc.shape)
+    # the narrowest of int8, uint8, int32 that holds [qmin, qmax]
+    fits = [t for t in (np.int8, np.uint8, np.int32)
+            if np.iinfo(t).min <= qmin and qmax <= np.iinfo(t).max]
+    return out.astype(fits[0]).reshape(acc.shape)
 
 
 def quantized_linear(x_q, x_scale, x_zp, w_q, w_scale, bias_i32, out_scale, out_zp):
