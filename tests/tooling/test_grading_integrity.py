@@ -19,7 +19,7 @@ from tito.source import solution_regions, strip_solutions
 from tito.grading.runner import run_pytest
 from _tooling import REPO, copy_course
 
-CI_MODULES = ("15_quantization", "16_observers", "17_ptq")
+CI_MODULES = ("15_quantization", "16_observers", "17_ptq", "23_low_precision_floats")
 FULL = os.environ.get("TINYQ_FULL_INTEGRITY") == "1"
 MODULES = [m for m in all_modules(REPO) if FULL or m.key in CI_MODULES]
 REGIONS = {m.key: solution_regions(m.source) for m in MODULES}
