@@ -24,8 +24,8 @@ class Optional_:
 
 OPTIONAL = {o.name: o for o in (
     Optional_("onnxruntime", "deploy", "the bit-exact check against ONNX Runtime (module 15)"),
-    Optional_("onnx", "deploy", "ONNX export (planned module 24)"),
-    Optional_("gguf", "deploy", "GGUF Q8_0/Q4_0 byte checks against gguf-py (module 21)"),
+    Optional_("onnx", "deploy", "ONNX export (module 24)"),
+    Optional_("gguf", "deploy", "GGUF Q8_0/Q4_0 byte checks against gguf-py (modules 21 and 24)"),
     Optional_("safetensors", "llm", "loading MiniLM's weights (planned module 22)"),
     Optional_("jupyterlab", "lab", "tito lab: JupyterLab with paired notebooks"),
     Optional_("jupyter_book", "site", "tito site build: the course website"),
