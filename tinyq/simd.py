@@ -25,10 +25,23 @@ depends on the operation that reads them: 32 uint8 or int8 for `maddubs`, 16 int
 | `hsum_i32(x)` | the sum of the 8 int32 lanes, as int32 | shuffles and adds |
 | `dpbusd(acc, u, s)` | 8 int32: acc[i] + u[4i]*s[4i] + ... + u[4i+3]*s[4i+3], uint8 x int8, exact (wrapping) | `vpdpbusd` (VNNI) |
 | `store256(out, i, x)` | out[i:i+8] = the 8 int32 lanes of x (an int32 array; view it as int16 for 16 lanes) | `vmovdqu` |
+| `splat_i8(v)` | 32 bytes equal to v | `vpbroadcastb` |
+| `and256(x, y)`, `xor256(x, y)` | bitwise AND / XOR of 256 bits | `vpand`, `vpxor` |
+| `srli_i16(x, n)` | 16 uint16 lanes shifted right by n (zeros in) | `vpsrlw` |
+| `add_i16(x, y)` | 16 int16 sums, wrapping | `vpaddw` |
+| `cvt_i32_f32(x)` | 8 float32 lanes from 8 int32 lanes | `vcvtdq2ps` |
+| `load_f32x8(arr, i)` | the 8 float32 arr[i:i+8] of a float32 array | `vmovups` |
+| `splat_f32(v)` | 8 float32 lanes equal to v | `vbroadcastss` |
+| `fma_f32(a, b, c)` | 8 float32 lanes a * b + c (fused where the CPU has FMA) | `vfmadd231ps` |
+| `hsum_f32(x)` | the sum of the 8 float32 lanes, as float32 | shuffles and adds |
 
 `maddubs` is the instruction of the int8 GEMMs of fbgemm, ONNX Runtime and oneDNN on AVX2: 32
 multiply-adds per instruction, but the pair sum saturates at +-32767 (255 * 127 * 2 = 64770 does not
 fit). It is exact when one operand has 7 bits: activations in [0, 127], or weights in [-64, 63].
+The float32 operations (`cvt_i32_f32` ... `hsum_f32`) read and write the same `vec256` as 8 float32
+lanes; they are plain LLVM vector IR, which LLVM turns into the AVX2/FMA instructions of the table
+where the CPU has them and into other instructions elsewhere, as are the bitwise ones.
+
 `dpbusd` is VNNI's one-instruction replacement for the whole chain maddubs -> madd_i16(ones) ->
 add_i32, without the int16 step, so without saturation.
 
@@ -50,7 +63,9 @@ from numba.core import cgutils
 from numba.extending import intrinsic, models, register_model
 
 __all__ = ["HAS_AVX2", "HAS_VNNI", "vec256", "load256", "zero256", "splat_i16", "maddubs",
-           "madd_i16", "add_i32", "hsum_i32", "dpbusd", "store256", "cpu_features"]
+           "madd_i16", "add_i32", "hsum_i32", "dpbusd", "store256", "cpu_features",
+           "splat_i8", "and256", "xor256", "srli_i16", "add_i16",
+           "cvt_i32_f32", "load_f32x8", "splat_f32", "fma_f32", "hsum_f32"]
 
 
 def cpu_features() -> dict:
@@ -67,6 +82,8 @@ _USE_VNNI = HAS_VNNI
 
 _I8, _I16, _I32 = ir.IntType(8), ir.IntType(16), ir.IntType(32)
 _V8, _V16, _V32 = ir.VectorType(_I8, 32), ir.VectorType(_I16, 16), ir.VectorType(_I32, 8)
+_F32 = ir.FloatType()
+_VF = ir.VectorType(_F32, 8)
 
 
 class Vec256Type(types.Type):
@@ -255,3 +272,151 @@ def dpbusd(typingctx, acc, u8, s8):
         return total
 
     return vec256(acc, u8, s8), codegen
+
+
+# ------------------------------------------------------------------ bytes, int16 lanes and float32 lanes
+def _splat(builder, value, vec_type):
+    """A vector of vec_type with every lane equal to the scalar `value` (already of the lane type)."""
+    vec = builder.insert_element(ir.Constant(vec_type, None), value, ir.Constant(_I32, 0))
+    return builder.shuffle_vector(vec, vec, ir.Constant(ir.VectorType(_I32, vec_type.count), [0] * vec_type.count))
+
+
+@intrinsic
+def splat_i8(typingctx, value):
+    """vec256 of 32 bytes all equal to `value` (truncated to 8 bits)."""
+    if not isinstance(value, types.Integer):
+        return None
+
+    def codegen(context, builder, signature, args):
+        v = builder.trunc(context.cast(builder, args[0], signature.args[0], types.int64), _I8)
+        return builder.bitcast(_splat(builder, v, _V8), _V32)
+
+    return vec256(value), codegen
+
+
+@intrinsic
+def and256(typingctx, x, y):
+    """vec256 x AND y, bit by bit. x86: vpand."""
+    if x is not vec256 or y is not vec256:
+        return None
+
+    def codegen(context, builder, signature, args):
+        return builder.and_(args[0], args[1])
+
+    return vec256(x, y), codegen
+
+
+@intrinsic
+def xor256(typingctx, x, y):
+    """vec256 x XOR y, bit by bit. x86: vpxor."""
+    if x is not vec256 or y is not vec256:
+        return None
+
+    def codegen(context, builder, signature, args):
+        return builder.xor(args[0], args[1])
+
+    return vec256(x, y), codegen
+
+
+@intrinsic
+def srli_i16(typingctx, x, count):
+    """16 uint16 lanes of x shifted right by `count` (0..15), zeros shifted in. x86: vpsrlw."""
+    if x is not vec256 or not isinstance(count, types.Integer):
+        return None
+
+    def codegen(context, builder, signature, args):
+        n = builder.trunc(context.cast(builder, args[1], signature.args[1], types.int64), _I16)
+        r = builder.lshr(builder.bitcast(args[0], _V16), _splat(builder, n, _V16))
+        return builder.bitcast(r, _V32)
+
+    return vec256(x, count), codegen
+
+
+@intrinsic
+def add_i16(typingctx, x, y):
+    """16 int16 lanes x + y, wrapping modulo 2**16. x86: vpaddw."""
+    if x is not vec256 or y is not vec256:
+        return None
+
+    def codegen(context, builder, signature, args):
+        r = builder.add(builder.bitcast(args[0], _V16), builder.bitcast(args[1], _V16))
+        return builder.bitcast(r, _V32)
+
+    return vec256(x, y), codegen
+
+
+@intrinsic
+def cvt_i32_f32(typingctx, x):
+    """8 float32 lanes, each the int32 lane of x converted (rounded to nearest). x86: vcvtdq2ps."""
+    if x is not vec256:
+        return None
+
+    def codegen(context, builder, signature, args):
+        return builder.bitcast(builder.sitofp(args[0], _VF), _V32)
+
+    return vec256(x), codegen
+
+
+@intrinsic
+def load_f32x8(typingctx, arr, index):
+    """vec256 of the 8 float32 arr[index:index+8] of a C-contiguous float32 array (unaligned load, no
+    bounds check: the caller guarantees index + 8 <= arr.size)."""
+    if not (isinstance(arr, types.Array) and arr.dtype == types.float32 and arr.layout == "C"):
+        return None
+    if not isinstance(index, types.Integer):
+        return None
+
+    def codegen(context, builder, signature, args):
+        ary = context.make_array(signature.args[0])(context, builder, args[0])
+        i = context.cast(builder, args[1], signature.args[1], types.intp)
+        ptr = builder.gep(builder.bitcast(ary.data, _F32.as_pointer()), [i])
+        return builder.bitcast(builder.load(builder.bitcast(ptr, _VF.as_pointer()), align=4), _V32)
+
+    return vec256(arr, index), codegen
+
+
+@intrinsic
+def splat_f32(typingctx, value):
+    """8 float32 lanes all equal to `value` (converted to float32). x86: vbroadcastss."""
+    if not isinstance(value, (types.Float, types.Integer)):
+        return None
+
+    def codegen(context, builder, signature, args):
+        v = context.cast(builder, args[0], signature.args[0], types.float32)
+        return builder.bitcast(_splat(builder, v, _VF), _V32)
+
+    return vec256(value), codegen
+
+
+@intrinsic
+def fma_f32(typingctx, a, b, c):
+    """8 float32 lanes a * b + c, fused (one rounding) where the CPU has FMA, else a multiply and an add
+    (LLVM's llvm.fmuladd). x86 with FMA: vfmadd231ps."""
+    if a is not vec256 or b is not vec256 or c is not vec256:
+        return None
+
+    def codegen(context, builder, signature, args):
+        fa, fb, fc = (builder.bitcast(v, _VF) for v in args)
+        fn = _declare(builder, "llvm.fmuladd.v8f32", _VF, [_VF, _VF, _VF])
+        return builder.bitcast(builder.call(fn, [fa, fb, fc]), _V32)
+
+    return vec256(a, b, c), codegen
+
+
+@intrinsic
+def hsum_f32(typingctx, x):
+    """The sum of the 8 float32 lanes of x, as float32: (l0 + l4) + (l2 + l6) + ... by halving."""
+    if x is not vec256:
+        return None
+
+    def codegen(context, builder, signature, args):
+        v = builder.bitcast(args[0], _VF)
+        width = 8
+        while width > 1:
+            width //= 2
+            hi = builder.shuffle_vector(v, v, ir.Constant(ir.VectorType(_I32, 8),
+                                                          [width + i if i < width else i for i in range(8)]))
+            v = builder.fadd(v, hi)
+        return builder.extract_element(v, ir.Constant(_I32, 0))
+
+    return types.float32(x), codegen

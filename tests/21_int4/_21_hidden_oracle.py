@@ -75,3 +75,32 @@ def quantize_nf4(w, block_size=64):
         idx[start:start + blk.size] = (scaled[:, None] > mids[None, :]).sum(axis=1)
     packed = (idx[0::2] * 16 + idx[1::2]).astype(np.uint8)
     return packed, np.array(absmax, np.float32)
+
+
+def gemv_w4_source():
+    """gemv_w4a16 written another way: each lane walks single bytes of a row (both nibbles by
+    arithmetic shifts of a sign-extended byte), one row after another, shuffles down to lane 0."""
+    from tinyq.int4 import W4_HELPERS
+    return W4_HELPERS + r'''
+extern "C" __global__ void gemv_w4a16(const unsigned char* packed, const float* scales,
+        const unsigned short* x, float* y, int N, int K, int group_size) {
+    int lane = threadIdx.x % 32;
+    int first = blockIdx.x * 16 + (threadIdx.x / 32) * 4;
+    int half_k = K / 2, n_groups = K / group_size;
+    for (int r = 0; r < 4; ++r) {
+        int row = first + r;
+        bool real = row < N;
+        if (!real) row = 0;
+        float sum = 0.0f;
+        for (int j = lane; j < half_k; j += 32) {
+            int b = (int)(signed char)packed[(size_t)row * half_k + j];
+            int lo = (int)(signed char)(unsigned char)(b << 4) >> 4, hi = b >> 4;
+            float s = scales[(size_t)row * n_groups + (2 * j) / group_size];
+            sum += s * ((float)lo * half_to_float(x[2 * j]) + (float)hi * half_to_float(x[2 * j + 1]));
+        }
+        for (int d = 1; d < 32; d *= 2)
+            sum += __shfl_down_sync(0xffffffffu, sum, d);
+        if (lane == 0 && real) y[row] = sum;
+    }
+}
+'''

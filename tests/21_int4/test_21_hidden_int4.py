@@ -5,7 +5,8 @@ from hypothesis import given, settings, strategies as st
 
 import tinyq.int4 as t4
 import _21_hidden_oracle as oracle
-from _21_helpers import random_int4_weights, split_order
+from _21_helpers import (assert_gemv_close, q8_dequantized, random_int4_weights, run_w4_emulated, split_order,
+                         w4_gpu_case)
 
 
 def gguf_quants():
@@ -218,3 +219,33 @@ def test_gemv_rejects_bad_arguments():
             t4.gemv_w4(*args)
     with pytest.raises(ValueError):
         t4.gemv_w4(packed, scales, x, 64, layout="columns")
+
+
+# ---------------------------------------------------------------- gemv_w4_source (CUDA, in the CPU emulator)
+@pytest.mark.points(1, exercise="gemv_w4_source")
+@pytest.mark.requires("a C++20 compiler")
+def test_gemv_w4_source_random_shapes_match_the_oracle(only):
+    only("gemv_w4_source")
+    rng = np.random.default_rng(2110)
+    source = t4.gemv_w4_source()
+    for _ in range(4):
+        g = int(rng.choice([32, 64, 128, 256]))
+        n, k = int(rng.integers(1, 40)), g * int(rng.integers(1, 9))
+        packed, scales, x16, _ = w4_gpu_case(rng, n, k, g)
+        expected = run_w4_emulated(oracle.gemv_w4_source(), packed, scales, x16, g)
+        assert_gemv_close(run_w4_emulated(source, packed, scales, x16, g), expected.astype(np.float64),
+                          f"gemv_w4a16 in the CPU emulator at N={n} K={k} group_size={g}")
+
+
+# ---------------------------------------------------------------- gemv_w4a8
+@pytest.mark.points(1, exercise="gemv_w4a8")
+def test_gemv_w4a8_random_shapes():
+    rng = np.random.default_rng(2130)
+    for _ in range(4):
+        g = int(rng.choice([64, 128, 256]))
+        n, k = int(rng.integers(1, 70)), g * int(rng.integers(1, 9))
+        codes, scales, w64 = random_int4_weights(rng, n, k, g)
+        x = rng.normal(size=k) * rng.uniform(0.01, 100)                  # float64 in: converted to float32
+        expected = w64 @ q8_dequantized(x.astype(np.float32))
+        assert_gemv_close(t4.gemv_w4a8(oracle.pack_int4(codes), scales, x, g), expected,
+                          f"gemv_w4a8 at N={n} K={k} group_size={g}")
