@@ -9,6 +9,9 @@ call): candidate and baseline in one process, interleaved, after warm-up, median
 the graded perf tests, which stop at their bar, this prints every round at 1 and 2 threads (the
 same count for numpy and for Numba), so the spread on a noisy machine is visible.
 
+Module 21's rows are its two 4-bit GEMVs: W4A16 (`gemv_w4`, float activations) and W4A8
+(`gemv_w4a8`, activations quantized to int8 blocks of 32 inside the call, `vpmaddubsw`).
+
 The int8 GEMM rows also time the libraries on the same operands, where they are installed (neither
 is needed by tinyq): ONNX Runtime's MatMulInteger (uint8 x int8 -> int32, the weight a constant it
 packs once; `pip install -e '.[deploy]'`) and PyTorch's dynamic int8 Linear (fbgemm; float in, float
@@ -31,7 +34,7 @@ from tinyq.bench import compare
 
 def cases(rng, threads):
     """(name, candidate, FP32 baseline) for each kernel with a speed bar, and the libraries' int8 GEMMs."""
-    from tinyq.int4 import gemv_w4, quantize_int4_groups
+    from tinyq.int4 import gemv_w4, gemv_w4a8, quantize_int4_groups
     from tinyq.int8_matmul import gemm_int8, gemm_u8s8, gemv_w8
 
     n = 4096
@@ -65,6 +68,7 @@ def cases(rng, threads):
     else:
         rows.append(("torch fbgemm dyn. Linear 1024^3", lambda: torch_fn(a_u7f), lambda: a_u7f @ b_f.T))
     rows.append(("21 gemv_w4 g128 4096x4096", lambda: gemv_w4(packed, scales4, x, 128), lambda: w @ x))
+    rows.append(("21 gemv_w4a8 g128 4096x4096", lambda: gemv_w4a8(packed, scales4, x, 128), lambda: w @ x))
     return rows
 
 
