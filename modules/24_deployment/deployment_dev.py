@@ -504,8 +504,8 @@ def optimized_ops(model):
              optimized_ops(export_onnx(fp32)) -> no integer kernel at all
     """
     ### BEGIN SOLUTION
-    with tempfile.TemporaryDirectory() as tmp:
-        path = os.path.join(tmp, "optimized.onnx")
+    with tempfile.TemporaryDirectory(prefix="tinyq_ort_") as folder:
+        path = os.path.join(folder, "optimized.onnx")
         ort_session(model, optimized_path=path)
         graph = _onnx().load(path).graph
         return collections.Counter(nd.op_type for nd in graph.node)
