@@ -1001,6 +1001,10 @@ print(card)
 # * ORT (section 5) runs FP32 and the static INT8 and QAT INT8 exports;
 # * tinyq's integer path (module 17's numpy int32 layers) runs dynamic INT8 — a real integer
 #   computation, but numpy has no int8 kernel, so its time says little about INT8 hardware;
+# * QAT INT8 is a short fine-tune (module 18's `prepare_qat` / `train_qat` / `convert_qat`, one pass
+#   over 512 training images at W8A8, 128 in a quick run). At 8 bits PTQ leaves QAT nothing to
+#   recover (module 18 measures where it pays: W3A8); the row shows that a QAT model exports and runs
+#   through the same QDQ path, and that a few steps of fine-tuning can move an image or two;
 # * the weight-only 4-bit, FP8, NF4 and GGUF rows are **simulated** here: their weights are
 #   dequantized to float32 and the model runs in float. Their accuracy is real, their size is real,
 #   a latency would need the kernel (llama.cpp for GGUF, module 21's GEMV for W4) and is shown as
@@ -1181,10 +1185,10 @@ table = []
 for label, r in rows.items():
     acc = test_accuracy(r["model"])
     table.append((label, acc, (acc - base_acc) * 100, r["bytes"], r.get("latency"), r["kernel"]))
-print(f"{'method':24s} {'test acc':>8s} {'Δ pt':>6s} {'bytes':>9s} {'ms/500 img':>11s}  kernel")
+print(f"{'method':24s} {'test acc':>8s} {'Δ pt':>6s} {'bytes':>9s} {'smaller':>8s} {'ms/500 img':>11s}  kernel")
 for label, acc, delta, nbytes, lat, kernel in table:
     ms = f"{lat * 1e3:11.2f}" if lat is not None else f"{'—':>11s}"
-    print(f"{label:24s} {acc:8.2%} {delta:+6.2f} {nbytes:9,d} {ms}  {kernel}")
+    print(f"{label:24s} {acc:8.2%} {delta:+6.2f} {nbytes:9,d} {rows['FP32']['bytes'] / nbytes:7.2f}x {ms}  {kernel}")
 print(f"\nmeasured on {machine_description()}")
 
 # %% [markdown]
@@ -1215,12 +1219,14 @@ print("on the front:", [table[i][0] for i in front])
 # %% [markdown]
 # Reading the matrix:
 #
-# * **Accuracy.** On this small CNN every 8-bit method is within a few images of FP32, and so are
-#   the 4-bit weight-only ones (fan-ins of 9 to 512 keep groups small). The 500-image test split
-#   moves in steps of 0.2 pt: differences of one or two images are noise, not a ranking.
-# * **Size.** INT8 is about 4× smaller than FP32, 4-bit formats about 6–7× (the scales and FP32
-#   biases are a visible share of so small a model). GGUF Q4_0 here quantizes only fc1 and fc2, so it
-#   saves less. Bytes are counted from the arrays each format really stores.
+# * **Accuracy.** The 500-image test split moves in steps of 0.2 pt: differences of one or two
+#   images are noise, not a ranking. Compare the 8-bit rows with the 4-bit ones, and GPTQ/AWQ with
+#   RTN at the same bytes: that is where the Hessian and the activation statistics are meant to pay.
+# * **Size** ("smaller" is FP32's bytes over the row's). 8-bit formats stay under 4× because the
+#   scales, the int32 biases and the multipliers count too; 4-bit formats stay under 8× for the same
+#   reason, and AWQ also stores its input-channel scales. GGUF Q4_0 here quantizes only fc1 and fc2
+#   (conv2, the second largest layer, stays F32), so it saves less. Every byte is counted from the
+#   arrays each format really stores.
 # * **Latency.** Only ORT and tinyq's numpy path run integer code here; ORT's INT8/FP32 ratio is the
 #   one to quote for this CPU (section 5). The weight-only rows are simulated: a number in that column
 #   would be invented.
