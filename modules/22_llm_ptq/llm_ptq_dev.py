@@ -841,9 +841,9 @@ def gptq_quantize(w, x, bits=4, group_size=128, damp=0.01, block_size=128, act_o
         for i in range(stop - start):
             col = start + i
             if not act_order and col % size == 0:
-                current = w[:, col:col + size].copy()
-                inside = min(size, stop - col)
-                current[:, :inside] = block[:, i:i + inside]
+                inside = min(size, stop - col)    # a group may run past the block: add its pending update
+                beyond = w[:, stop:col + size] - errors[:, :i] @ upper[start:col, stop:col + size]
+                current = np.concatenate([block[:, i:i + inside], beyond], axis=1)
                 scales[:, col // size] = scales_of(current[:, None, :])[:, 0]
             scale = scales[:, group_of[col]]
             q[:, col] = np.clip(np.round(block[:, i] / scale), -qmax, qmax) * scale
