@@ -10,9 +10,9 @@ import importlib
 
 import typer
 
-from .commands import doctor_cmd, export_cmd, notebooks_cmd, status_cmd, test_cmd
+from .commands import data_cmd, doctor_cmd, export_cmd, notebooks_cmd, status_cmd, test_cmd
 
-LEARNER = (export_cmd, test_cmd, status_cmd, notebooks_cmd, doctor_cmd)
+LEARNER = (export_cmd, test_cmd, status_cmd, notebooks_cmd, doctor_cmd, data_cmd)
 INSTRUCTOR = ("release_cmd", "grade_cmd", "site_cmd", "new_cmd", "gradescope_cmd")
 
 

