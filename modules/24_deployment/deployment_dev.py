@@ -521,6 +521,15 @@ print("ORT runs the INT8 export as:", dict(ops_int8))
 print("ORT runs the FP32 export as:", dict(ops_fp32))
 
 # %% [markdown]
+# Read the printout: every Conv and Gemm became an integer kernel, but some `QuantizeLinear` /
+# `DequantizeLinear` pairs are left between the layers. They are the `DQ → Relu → Q` steps: module
+# 17 calibrates a layer's output and the next layer's input with separate observers, so the code
+# leaving `conv1` (scale $s_{y}$ of conv1) must be requantized to conv2's input scale, and ORT does
+# that in float. A toolchain that quantizes a conv's output directly with the scale calibrated after
+# its ReLU (one scale for both) lets the runtime fold the ReLU into the integer kernel's clamp and
+# stay in int8 from layer to layer; the layout `Transpose` / `Reorder` nodes around the int8 convs are a
+# cost this tiny model pays too. Both show up in the latency below.
+#
 # ### Does ORT compute what tinyq computes?
 #
 # Compare ORT's logits with tinyq's integer model on the 500 test images: the fraction of images
