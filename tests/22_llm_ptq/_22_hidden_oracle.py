@@ -86,3 +86,87 @@ def gptq_quantize(w, x, bits=4, group_size=128, damp=0.01, block_size=128, act_o
         hinv[np.ix_(rest, rest)] -= np.outer(hinv[rest, j], hinv[j, rest]) / hinv[j, j]
         remaining = rest
     return q.astype(np.float32)
+
+
+def embedding_metrics(reference, quantized, k=10):
+    a = np.asarray(reference, np.float64)
+    b = np.asarray(quantized, np.float64)
+    n = len(a)
+    if a.shape != b.shape or a.ndim != 2 or not 1 <= k < n:
+        raise ValueError("embedding_metrics: bad shapes or k")
+    if not (np.isfinite(a).all() and np.isfinite(b).all()):
+        raise ValueError("embedding_metrics: NaN")
+    na, nb = np.sqrt(np.einsum("ij,ij->i", a, a)), np.sqrt(np.einsum("ij,ij->i", b, b))
+    if (na == 0).any() or (nb == 0).any():
+        raise ValueError("embedding_metrics: zero vector")
+    a, b = a / na[:, None], b / nb[:, None]
+    sa, sb = a @ a.T, b @ b.T
+    top1 = top = 0.0
+    for i in range(n):
+        ra, rb = np.delete(sa[i], i), np.delete(sb[i], i)
+        oa, ob = np.argsort(-ra, kind="stable"), np.argsort(-rb, kind="stable")
+        top1 += oa[0] == ob[0]
+        top += len(set(oa[:k]) & set(ob[:k])) / k
+    iu = np.triu_indices(n, 1)
+    xa, xb = sa[iu], sb[iu]
+
+    def rank(v):
+        r = np.empty(len(v))
+        r[np.argsort(v, kind="stable")] = np.arange(len(v))
+        return r
+    ra, rb = rank(xa) - (len(xa) - 1) / 2, rank(xb) - (len(xb) - 1) / 2
+    return {"mean_cos": float(np.mean(np.einsum("ij,ij->i", a, b))), "top1": float(top1 / n), f"top{k}": top / n,
+            "spearman": float(ra @ rb / np.sqrt((ra @ ra) * (rb @ rb)))}
+
+
+def outlier_channels(absmax, ratio=6.0):
+    v = np.asarray(absmax, np.float64)
+    if v.ndim != 1 or len(v) == 0 or np.isnan(v).any() or (v < 0).any() or not ratio > 0:
+        raise ValueError("outlier_channels: bad input")
+    limit = ratio * np.percentile(v, 50)
+    chosen = [(-v[i], i) for i in range(len(v)) if v[i] > limit]
+    return np.array([i for _, i in sorted(chosen)], dtype=np.int64)
+
+
+def fake_quant_activations(x, scale=None, bits=8):
+    x = np.asarray(x, np.float64)
+    if x.ndim != 2 or not np.isfinite(x).all():
+        raise ValueError("fake_quant_activations: bad x")
+    top = 2 ** (bits - 1) - 1
+    if scale is None:
+        steps = np.array([max(np.max(np.abs(row)), 0.0) / top for row in x])
+        steps[steps == 0] = 1.0
+        steps = steps[:, None]
+    else:
+        if not (np.isfinite(scale) and scale > 0):
+            raise ValueError("fake_quant_activations: bad scale")
+        steps = float(scale)
+    return (np.minimum(np.maximum(np.rint(x / steps), -top), top) * steps).astype(np.float32)
+
+
+def smooth_scales(act_absmax, weights, alpha=0.5):
+    a = np.asarray(act_absmax, np.float64)
+    if not 0 <= alpha <= 1 or not weights:
+        raise ValueError("smooth_scales: bad alpha or no weights")
+    stacked = np.concatenate([np.asarray(w, np.float64) for w in weights], axis=0)
+    if stacked.shape[1] != len(a) or not (np.isfinite(stacked).all() and np.isfinite(a).all()):
+        raise ValueError("smooth_scales: shapes")
+    wmax = np.abs(stacked).max(axis=0)
+    s = np.ones(len(a))
+    for j in range(len(a)):
+        if a[j] > 0 and wmax[j] > 0:
+            s[j] = np.exp(alpha * np.log(a[j]) - (1 - alpha) * np.log(wmax[j]))
+    return s.astype(np.float32)
+
+
+def smooth_layernorm(ln_weight, ln_bias, weights, s):
+    s = np.asarray(s, np.float64)
+    if not (np.isfinite(s).all() and (s > 0).all()):
+        raise ValueError("smooth_layernorm: bad scales")
+    inv = 1.0 / s
+    g, b = np.asarray(ln_weight, np.float64), np.asarray(ln_bias, np.float64)
+    ws = [np.asarray(w, np.float64) for w in weights]
+    if g.shape != s.shape or b.shape != s.shape or any(w.ndim != 2 or w.shape[1] != len(s) for w in ws):
+        raise ValueError("smooth_layernorm: shapes")
+    return ((g * inv).astype(np.float32), (b * inv).astype(np.float32),
+            [(w @ np.diag(s)).astype(np.float32) for w in ws])
