@@ -77,6 +77,9 @@ def ladder(cp, size: int, rounds: int) -> list[dict]:
     return rows
 
 
+W4_TARGET_FP32, W4_TARGET_FP16 = 5.0, 2.0     # what the reference gemv_w4_gpu aims at (the graded bars are lower)
+
+
 def w4_row(cp, rounds: int, size: int = 8192, calls: int = 20) -> dict:
     """Module 21's gemv_w4_gpu against cuBLAS FP32 and FP16 GEMV at size x size, and the copy bandwidth."""
     from tinyq.cuda_nvrtc import gpu_compare
@@ -114,6 +117,8 @@ def w4_row(cp, rounds: int, size: int = 8192, calls: int = 20) -> dict:
               f"bound {nbytes[name] / bandwidth * 1e6:7.1f} us", flush=True)
     print(f"W4 g128 row: {row['x_cublas_fp32']:.2f}x cuBLAS FP32, {row['x_cublas_fp16']:.2f}x cuBLAS FP16 "
           f"(bytes allow {nbytes['fp32'] / nbytes['w4']:.2f}x and {nbytes['fp16'] / nbytes['w4']:.2f}x)   exact: {ok}")
+    met = row["x_cublas_fp32"] >= W4_TARGET_FP32 and row["x_cublas_fp16"] >= W4_TARGET_FP16
+    print(f"reference target (>= {W4_TARGET_FP32}x FP32 and >= {W4_TARGET_FP16}x FP16): {'met' if met else 'NOT met'}")
     return row
 
 

@@ -1751,10 +1751,11 @@ fig.tight_layout()
 
 # %% [markdown]
 # Read the two tables together. The rounding of the weights to 4 bits (W4A16 against FP32) costs
-# about 10 % of the output here, for random Gaussian weights, and rounding the activations to 8 bits
-# adds well under 1 % for Gaussian activations: a few percent of the weights' own error. Outliers
-# change that: a block of 32 that contains one large value gets a large $d_b$, and its 31 other
-# values are rounded on a coarse grid. That is the case for finer activation blocks (llama.cpp's 32
+# about a tenth of the output's RMS here, for random Gaussian weights, and rounding the activations
+# to 8 bits adds about half a percent for Gaussian activations. Independent errors add in
+# quadrature, so the W4A8 column barely differs from the W4A16 one. Outliers change the picture: a
+# block of 32 that contains one large value gets a large $d_b$, and its 31 other values are rounded
+# on a coarse grid, so the activation error more than doubles. That is the case for finer activation blocks (llama.cpp's 32
 # rather than one scale for the whole vector) and, in module 22, for smoothing the outliers away
 # (SmoothQuant). In exchange, the integer inner loop runs several times faster than the float one on
 # this CPU, and for the first time the CPU kernel's time is set by the bytes it reads, not by the
