@@ -13,6 +13,7 @@ import functools
 import importlib
 import inspect
 import re
+import warnings
 
 import numpy as np
 
@@ -85,7 +86,10 @@ def _all_sentences() -> tuple[str, ...]:
             module = importlib.import_module(name)
         except ImportError:          # e.g. a Python built without ssl or sqlite3
             continue
-        for doc in _docstrings(module):
+        with warnings.catch_warnings():            # reading some attributes warns (typing.io, ...)
+            warnings.simplefilter("ignore")
+            docs = list(_docstrings(module))
+        for doc in docs:
             sentence = _first_sentence(doc)
             if sentence and sentence.lower() not in seen:
                 seen.add(sentence.lower())
