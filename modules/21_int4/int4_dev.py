@@ -1783,8 +1783,17 @@ fig.tight_layout()
 # thread on each side), where the bytes alone would allow 7.5×; the graded bar is 1.5×. Three
 # things got it there from a first version at about 1×: reading $x$ contiguously (the strided read
 # of §6.4 is far slower), bytes-wide nibble extraction into scratch rows (~30 % less time per weight),
-# and timing without BLAS's spinning threads in the way (§6.3). GPUs and CPUs with more cores per
-# memory channel move the balance back towards the bytes: on a GPU (§7) the same 4.25 bits per
+# and timing without BLAS's spinning threads in the way (§6.3).
+#
+# W4A8 (§8) changes the instruction count rather than the bytes: about a dozen AVX2 instructions per
+# 64 weights. On the same machine, loaded by other jobs (load average 2–4 on its 2 cores), the
+# reference `gemv_w4a8` ran 0.35–0.8 ms at 4096 × 4096, activation quantization included, and
+# `python benchmarks/cpu_kernels.py` gave medians of 6.7–7.8× numpy FP32 at 1 thread and 5.8–7.2× at
+# 2 threads over three runs (single rounds 0.45–14× at 2 threads: a fork-join on a core that a
+# neighbour holds waits a whole time slice); the graded bar is 2.5×. At one thread it reads its
+# 8.4 MB at about 25 GB/s, roughly what one core streams from memory, so a second thread helps only
+# as far as the memory system does (1.4× measured, against 2× for the instruction-bound W4A16). The
+# price is the rounding of $x$: half a percent of the output for Gaussian activations, more with
+# outliers. GPUs move the balance further towards the bytes: on a GPU (§7) the same 4.25 bits per
 # weight are the whole story, as long as the unpacking stays within about five instructions per
-# weight. Next:
-# module 22 makes 4-bit weights *accurate* (GPTQ, AWQ).
+# weight. Next: module 22 makes 4-bit weights *accurate* (GPTQ, AWQ).
