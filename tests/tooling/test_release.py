@@ -51,7 +51,7 @@ def test_release_reads_as_the_learners_copy(released):
                                text=True, env={"PYTHONPATH": str(released), "PATH": "/usr/bin:/bin",
                                                "COLUMNS": "120"}).stdout
     commands = set(re.findall(r"^│ ([a-z]+) ", help_text, re.M))
-    assert commands == {"export", "test", "status", "notebooks", "lab", "doctor"}, help_text
+    assert commands == {"export", "test", "status", "notebooks", "lab", "doctor", "data"}, help_text
 
 
 def test_no_solution_text_anywhere_in_the_release(released):
