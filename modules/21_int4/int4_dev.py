@@ -1790,10 +1790,10 @@ fig.tight_layout()
 # reference `gemv_w4a8` ran 0.35–0.8 ms at 4096 × 4096, activation quantization included, and
 # `python benchmarks/cpu_kernels.py` gave medians of 6.7–7.8× numpy FP32 at 1 thread and 5.8–7.2× at
 # 2 threads over three runs (single rounds 0.45–14× at 2 threads: a fork-join on a core that a
-# neighbour holds waits a whole time slice); the graded bar is 2.5×. At one thread it reads its
-# 8.4 MB at about 25 GB/s, roughly what one core streams from memory, so a second thread helps only
-# as far as the memory system does (1.4× measured, against 2× for the instruction-bound W4A16). The
-# price is the rounding of $x$: half a percent of the output for Gaussian activations, more with
+# neighbour holds waits a whole time slice); the graded bar is 2.5×. In a quieter moment, the
+# fastest of 300 calls took 0.347 ms on 1 thread and 0.193 ms on 2 (1.8×; the kernel alone 1.9×,
+# since quantizing $x$ and checking the arguments, about 25 µs, do not split), against 2.9 and
+# 1.8 ms for numpy: the kernel reads its 8.4 MB at 26 GB/s per thread. The price is the rounding of $x$: half a percent of the output for Gaussian activations, more with
 # outliers. GPUs move the balance further towards the bytes: on a GPU (§7) the same 4.25 bits per
 # weight are the whole story, as long as the unpacking stays within about five instructions per
 # weight. Next: module 22 makes 4-bit weights *accurate* (GPTQ, AWQ).
