@@ -59,9 +59,6 @@ class Built:
     checked: int                  # solution lines and pairs the leak check looked for
 
 
-APT_FOR_TOOLS = {"a C++20 compiler": "g++"}   # tools a test `requires` (not pip packages): Ubuntu's package
-
-
 def extras_for(modules: list[Module]) -> list[str]:
     """The pyproject extras that install every optional package the modules' tests require
     (tools such as a C++ compiler are not packages: see `apt_for`)."""
@@ -73,14 +70,22 @@ def extras_for(modules: list[Module]) -> list[str]:
     return sorted({OPTIONAL[n].extra for n in needed})
 
 
+def _tools(modules: list[Module]) -> list:
+    return [TOOLS[t] for t in sorted(required_packages(modules) & set(TOOLS))]
+
+
 def apt_for(modules: list[Module]) -> list[str]:
     """Ubuntu packages for the tools the modules' tests require (setup.sh installs them)."""
-    tools = required_packages(modules) & set(TOOLS)
-    unknown = sorted(t for t in tools if t not in APT_FOR_TOOLS)
-    if unknown:
-        raise GradescopeError(f"the tests require {', '.join(unknown)}: add its Ubuntu package to "
-                              "APT_FOR_TOOLS in tito/gradescope.py")
-    return sorted({APT_FOR_TOOLS[t] for t in tools})
+    return sorted({t.apt for t in _tools(modules) if t.apt})
+
+
+def fetches_for(modules: list[Module]) -> list[str]:
+    """tito commands that fetch the data the modules' tests require (setup.sh runs them once)."""
+    unprovided = [t.name for t in _tools(modules) if not (t.apt or t.fetch)]
+    if unprovided:
+        raise GradescopeError(f"the tests require {', '.join(unprovided)}, which an autograder image cannot "
+                              "provide: give it an Ubuntu package or a fetch command in tito/grading/requirements.py")
+    return [t.fetch for t in _tools(modules) if t.fetch]
 
 
 def _requirement_name(spec: str) -> str:
@@ -111,8 +116,9 @@ def pinned_requirements(root: Path, extras: list[str]) -> list[str]:
     return sorted(set(lines), key=str.lower)
 
 
-def _script(name: str, extras: list[str], apt: list[str]) -> str:
+def _script(name: str, extras: list[str], apt: list[str], fetches: list[str]) -> str:
     text = (TEMPLATES / name).read_text().replace("@APT@", " ".join(apt))
+    text = text.replace("@FETCH@\n", "".join(f'"$ROOT/venv/bin/tito" {f}\n' for f in fetches))
     python = f"python{sys.version_info.major}.{sys.version_info.minor}"
     return text.replace("[@EXTRAS@]", f"[{','.join(extras)}]" if extras else "").replace("@PYTHON@", python)
 
@@ -140,7 +146,7 @@ def stage(root: Path, modules: list[Module], dest: Path, *, limits: Limits, lead
     (dest / CONFIG).write_text(json.dumps({"modules": [m.key for m in modules], "timeout_s": limits.timeout_s,
                                            "memory_mb": limits.memory_mb, "leaderboard": leaderboard}, indent=1))
     for name in SCRIPTS:
-        (dest / name).write_text(_script(name, extras, apt_for(modules)))
+        (dest / name).write_text(_script(name, extras, apt_for(modules), fetches_for(modules)))
         (dest / name).chmod(0o755)
     return extras
 

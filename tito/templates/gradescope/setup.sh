@@ -5,6 +5,7 @@
 # Any of Gradescope's Ubuntu base images (22.04 has the Python below in its own packages).
 set -euo pipefail
 ROOT="${TINYQ_AUTOGRADER_ROOT:-/autograder}"
+export TINYQ_DATA_DIR="$ROOT/data"   # data the tests read (module 22's model), fetched once below
 
 PYTHON=@PYTHON@     # the Python the zip was built and its versions pinned with
 TOOLS="@APT@"       # Ubuntu packages of tools the tests require (a C++ compiler for module 20)
@@ -27,3 +28,5 @@ fi
 "$ROOT/venv/bin/python" -m pip install --quiet --upgrade pip
 "$ROOT/venv/bin/python" -m pip install --quiet -c "$ROOT/source/constraints.txt" "$ROOT/source[@EXTRAS@]"
 "$ROOT/venv/bin/python" -c "import numba, tinyq, tito.grade"   # fail the image build, not a learner's run
+# data the tests require, fetched into the image once (a failed download fails the build, not a grade)
+@FETCH@
