@@ -20,7 +20,7 @@ from tito.source import read_cells
 from tito.grading.runner import run_pytest
 from _tooling import copy_course, run_tito, tree_digest
 
-KEY, EXPORT = "22_llm_ptq", "llm_ptq"
+KEY, EXPORT = "90_scratch", "scratch"
 
 
 def _flat(output: str) -> str:
@@ -42,17 +42,17 @@ def course(tmp_path_factory):
     """A course holding only the new module, made by `tito new`."""
     root = bare_course(tmp_path_factory.mktemp("new") / "course")
     with pytest.MonkeyPatch.context() as mp:
-        result = run_tito(mp, root, "new", "22", "llm_ptq", "--title", "LLM post-training quantization")
+        result = run_tito(mp, root, "new", "90", "scratch", "--title", "A scratch module")
     assert result.exit_code == 0, result.output
     assert f"exported {KEY} -> tinyq/{EXPORT}.py" in _flat(result.output)
     return root
 
 
 def test_new_writes_the_module_its_tests_and_its_export(course):
-    module = resolve("22", course)
-    assert (module.key, module.export, module.title) == (KEY, EXPORT, "LLM post-training quantization")
+    module = resolve("90", course)
+    assert (module.key, module.export, module.title) == (KEY, EXPORT, "A scratch module")
     names = sorted(p.name for p in module.tests_dir.iterdir())
-    assert names == ["_22_helpers.py", "_22_hidden_oracle.py", "test_22_hidden_llm_ptq.py", "test_22_llm_ptq.py"]
+    assert names == ["_90_helpers.py", "_90_hidden_oracle.py", "test_90_hidden_scratch.py", "test_90_scratch.py"]
     assert export_state(module) == "current" and "def clip_ratio" in module.target.read_text()
     meta = yaml.safe_load((module.dir / "module.yaml").read_text())
     assert set(meta) >= {"number", "name", "title", "export", "time", "prerequisites", "points", "objectives"}
@@ -73,17 +73,17 @@ def test_new_writes_the_module_its_tests_and_its_export(course):
 
 
 def test_new_module_gets_full_marks_and_its_points_add_up(course, tmp_path, monkeypatch):
-    result = run_tito(monkeypatch, course, "test", "22", "--json", str(tmp_path / "r.json"))
+    result = run_tito(monkeypatch, course, "test", "90", "--json", str(tmp_path / "r.json"))
     assert result.exit_code == 0, result.output
     (graded,) = json.loads((tmp_path / "r.json").read_text())["modules"]
-    assert graded["score"] == graded["max_score"] == resolve("22", course).points > 0, result.output
+    assert graded["score"] == graded["max_score"] == resolve("90", course).points > 0, result.output
     assert all(t["outcome"] == "passed" for t in graded["tests"]), graded["tests"]
 
 
 def test_new_source_runs_top_to_bottom(course):
     """The notebook's code as a script: the inline tests pass and the systems analysis runs."""
     env = dict(os.environ, PYTHONPATH=str(course), MPLBACKEND="Agg")
-    module = resolve("22", course)
+    module = resolve("90", course)
     run = subprocess.run([sys.executable, str(module.source)], cwd=module.dir, env=env,
                          capture_output=True, text=True, timeout=120)
     assert run.returncode == 0, run.stderr[-2000:]
@@ -96,7 +96,7 @@ def test_release_of_the_new_module_scores_zero(course, tmp_path, monkeypatch):
     assert result.exit_code == 0, result.output
     for instructor_only in ("tito/scaffold.py", "tito/commands/new_cmd.py", "tito/templates/new"):
         assert not (out / instructor_only).exists()
-    assert sorted(p.name for p in (out / "tests" / KEY).iterdir()) == ["_22_helpers.py", "test_22_llm_ptq.py"]
+    assert sorted(p.name for p in (out / "tests" / KEY).iterdir()) == ["_90_helpers.py", "test_90_scratch.py"]
     # the instructor's tests, hidden ones included, against the student package
     records, _, output = run_pytest([course / "tests" / KEY], out, capture=True, extra=["-p", "no:randomly"])
     graded = [r for r in records if r.kind == "test"]
@@ -115,7 +115,7 @@ def test_new_removes_what_it_wrote_when_the_export_fails(tmp_path, monkeypatch):
     monkeypatch.setattr("tito.scaffold.export_modules", broken)
     with pytest.raises(RuntimeError):
         from tito.scaffold import new_module
-        new_module(root, "22", "llm_ptq")
+        new_module(root, "90", "scratch")
     assert tree_digest(root) == before
     assert not (root / "modules" / KEY).exists() and not (root / "tests" / KEY).exists()
 
@@ -123,41 +123,41 @@ def test_new_removes_what_it_wrote_when_the_export_fails(tmp_path, monkeypatch):
 # ------------------------------------------------------------------ refusals: exit 2, nothing written
 @pytest.fixture(scope="module")
 def course15(tmp_path_factory):
-    """A course holding module 15 and a module 22 made by `tito new`."""
+    """A course holding module 15 and a module 90 made by `tito new`."""
     root = copy_course(tmp_path_factory.mktemp("new15") / "course")
     with pytest.MonkeyPatch.context() as mp:
-        assert run_tito(mp, root, "new", "22", "llm_ptq").exit_code == 0
+        assert run_tito(mp, root, "new", "90", "scratch").exit_code == 0
     return root
 
 
 def _stray_folder(root):
-    (root / "tests" / "23_draft").mkdir()
+    (root / "tests" / "91_draft").mkdir()
 
 
 def _clashing_test_name(root):
-    (root / "tests" / "15_quantization" / "_23_helpers.py").write_text("")
+    (root / "tests" / "15_quantization" / "_91_helpers.py").write_text("")
 
 
 REFUSALS = [
-    (["22", "llm_ptq"], None, "module number 22 is taken by 22_llm_ptq"),
-    (["22", "other"], None, "module number 22 is taken by 22_llm_ptq"),
-    (["23", "llm_ptq"], None, "module name 'llm_ptq' is taken by 22_llm_ptq"),
+    (["90", "scratch"], None, "module number 90 is taken by 90_scratch"),
+    (["90", "other"], None, "module number 90 is taken by 90_scratch"),
+    (["91", "scratch"], None, "module name 'scratch' is taken by 90_scratch"),
     (["15", "anything"], None, "module number 15 is taken by 15_quantization"),
-    (["23", "ints", "--export", "quantize"], None, "15_quantization already exports to tinyq/quantize.py"),
-    (["23", "bench"], None, "tinyq/bench.py already exists"),
-    (["23", "zoo"], None, "tinyq/zoo already exists"),
-    (["23", "draft"], _stray_folder, "tests/23_draft already exists"),
-    (["23", "fp8"], _clashing_test_name, "tests/15_quantization/_23_helpers.py already uses the file name"),
+    (["91", "ints", "--export", "quantize"], None, "15_quantization already exports to tinyq/quantize.py"),
+    (["91", "bench"], None, "tinyq/bench.py already exists"),
+    (["91", "zoo"], None, "tinyq/zoo already exists"),
+    (["91", "draft"], _stray_folder, "tests/91_draft already exists"),
+    (["91", "fp8"], _clashing_test_name, "tests/15_quantization/_91_helpers.py already uses the file name"),
     (["7", "fp8"], None, "the module number must be two digits, e.g. 22 (got '7')"),
     (["123", "fp8"], None, "must be two digits"),
     (["xx", "fp8"], None, "must be two digits"),
-    (["23", "FP8"], None, "the module name must be lowercase letters, digits and underscores"),
-    (["23", "low-precision"], None, "must be lowercase letters, digits and underscores"),
-    (["23", "3d"], None, "the export '3d' is not a Python module name"),
-    (["23", "class"], None, "the export 'class' is not a Python module name"),
-    (["23", "fp8", "--export", "Fp8"], None, "the export 'Fp8' is not a Python module name"),
-    (["23", "fp8", "--title", 'say "hi"'], None, "holds a double quote"),
-    (["23", "fp8", "--title", "  "], None, "the title is empty"),
+    (["91", "FP8"], None, "the module name must be lowercase letters, digits and underscores"),
+    (["91", "low-precision"], None, "must be lowercase letters, digits and underscores"),
+    (["91", "3d"], None, "the export '3d' is not a Python module name"),
+    (["91", "class"], None, "the export 'class' is not a Python module name"),
+    (["91", "fp8", "--export", "Fp8"], None, "the export 'Fp8' is not a Python module name"),
+    (["91", "fp8", "--title", 'say "hi"'], None, "holds a double quote"),
+    (["91", "fp8", "--title", "  "], None, "the title is empty"),
 ]
 
 
