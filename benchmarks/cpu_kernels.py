@@ -10,7 +10,9 @@ the graded perf tests, which stop at their bar, this prints every round at 1 and
 same count for numpy and for Numba), so the spread on a noisy machine is visible.
 
 Module 21's rows are its two 4-bit GEMVs: W4A16 (`gemv_w4`, float activations) and W4A8
-(`gemv_w4a8`, activations quantized to int8 blocks of 32 inside the call, `vpmaddubsw`).
+(`gemv_w4a8`, activations quantized to int8 blocks of 32 inside the call, `vpmaddubsw`), next to
+ONNX Runtime's MatMulNBits on the same packed weights, in float (W4A32) and with its int8
+activation path (accuracy_level 4, W4A8).
 
 The int8 GEMM rows also time the libraries on the same operands, where they are installed (neither
 is needed by tinyq): ONNX Runtime's MatMulInteger (uint8 x int8 -> int32, the weight a constant it
@@ -28,7 +30,7 @@ import numba
 import numpy as np
 from threadpoolctl import threadpool_limits
 
-from tinyq.baselines import ort_matmul_integer, torch_dynamic_linear
+from tinyq.baselines import ort_matmul_integer, ort_matmul_nbits, torch_dynamic_linear
 from tinyq.bench import compare
 
 
@@ -69,6 +71,10 @@ def cases(rng, threads):
         rows.append(("torch fbgemm dyn. Linear 1024^3", lambda: torch_fn(a_u7f), lambda: a_u7f @ b_f.T))
     rows.append(("21 gemv_w4 g128 4096x4096", lambda: gemv_w4(packed, scales4, x, 128), lambda: w @ x))
     rows.append(("21 gemv_w4a8 g128 4096x4096", lambda: gemv_w4a8(packed, scales4, x, 128), lambda: w @ x))
+    for label, int8_x in (("ORT MatMulNBits W4A32 g128 4096x4096", False), ("ORT MatMulNBits W4A8 g128 4096x4096", True)):
+        nbits_fn = ort_matmul_nbits(packed, scales4, n, 128, threads, int8_activations=int8_x)
+        if nbits_fn is not None:
+            rows.append((label, lambda f=nbits_fn: f(x), lambda: w @ x))
     return rows
 
 

@@ -10,6 +10,15 @@ from __future__ import annotations
 import numpy as np
 
 
+def _cpu_session(model, threads):
+    """An ONNX Runtime CPU session of `model` on `threads` threads that do not spin between calls."""
+    import onnxruntime as ort
+    options = ort.SessionOptions()
+    options.intra_op_num_threads, options.inter_op_num_threads = threads, 1
+    options.add_session_config_entry("session.intra_op.allow_spinning", "0")   # no spinning threads
+    return ort.InferenceSession(model.SerializeToString(), options, providers=["CPUExecutionProvider"])
+
+
 def ort_matmul_integer(w_s8, threads):
     """ONNX Runtime MatMulInteger: uint8 A (M, K) times the constant int8 W.T (K, N) -> int32, as a
     function of A; None where onnx or onnxruntime is missing."""
@@ -26,10 +35,7 @@ def ort_matmul_integer(w_s8, threads):
         [numpy_helper.from_array(np.ascontiguousarray(w_s8.T), "B")])
     model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 13)])
     model.ir_version = 8
-    options = ort.SessionOptions()
-    options.intra_op_num_threads, options.inter_op_num_threads = threads, 1
-    options.add_session_config_entry("session.intra_op.allow_spinning", "0")   # no spinning threads
-    session = ort.InferenceSession(model.SerializeToString(), options, providers=["CPUExecutionProvider"])
+    session = _cpu_session(model, threads)
     return lambda a_u8: session.run(None, {"A": a_u8})[0]
 
 
@@ -52,3 +58,36 @@ def torch_dynamic_linear(w_f32, threads):
         with torch.no_grad():
             return qlayer(torch.from_numpy(x_f32))
     return run
+
+
+def ort_matmul_nbits(packed, scales, k_in, group_size, threads, *, int8_activations=False):
+    """ONNX Runtime's MatMulNBits (com.microsoft), the 4-bit GEMM/GEMV it runs for LLM weights: x
+    float32 (M, K) times the constant W.T, W given as module 21 packs it (signed codes, ONNX nibble
+    order, one float32 scale per group along K), as a function of x; None where onnx or onnxruntime
+    is missing. `int8_activations` asks ORT to quantize x to int8 blocks (accuracy_level 4), its
+    W4A8 path; otherwise it computes in float32.
+
+    MatMulNBits stores unsigned codes with a default zero point of 8: code + 8 is the signed code
+    with its sign bit flipped, so each byte is `packed ^ 0x88`."""
+    try:
+        import onnxruntime as ort
+        from onnx import TensorProto, helper, numpy_helper
+    except ImportError:
+        return None
+    n_out = packed.shape[0]
+    blocks = k_in // group_size
+    weights = (np.ascontiguousarray(packed) ^ np.uint8(0x88)).reshape(n_out, blocks, group_size // 2)
+    node = helper.make_node("MatMulNBits", ["A", "B", "scales"], ["Y"], domain="com.microsoft",
+                            K=k_in, N=n_out, bits=4, block_size=group_size,
+                            accuracy_level=4 if int8_activations else 0)
+    graph = helper.make_graph(
+        [node], "matmul_nbits",
+        [helper.make_tensor_value_info("A", TensorProto.FLOAT, [None, k_in])],
+        [helper.make_tensor_value_info("Y", TensorProto.FLOAT, [None, n_out])],
+        [numpy_helper.from_array(weights, "B"),
+         numpy_helper.from_array(np.ascontiguousarray(scales, dtype=np.float32).reshape(-1), "scales")])
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 13),
+                                                    helper.make_opsetid("com.microsoft", 1)])
+    model.ir_version = 8
+    session = _cpu_session(model, threads)
+    return lambda x: session.run(None, {"A": np.asarray(x, dtype=np.float32).reshape(-1, k_in)})[0]
