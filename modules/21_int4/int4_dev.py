@@ -1761,6 +1761,36 @@ fig.tight_layout()
 # this CPU, and for the first time the CPU kernel's time is set by the bytes it reads, not by the
 # instructions per weight.
 
+# %% [markdown]
+# ### 8.3 Against a library: ONNX Runtime's MatMulNBits
+#
+# ONNX Runtime runs 4-bit LLM weights with its `MatMulNBits` operator, on exactly this storage
+# (4-bit codes, low nibble first, a float scale per group of 128 along K; it stores codes + 8, so
+# the bytes are `packed ^ 0x88`: `tinyq.baselines.ort_matmul_nbits`). It has a float path and,
+# with `accuracy_level=4`, an int8-activation path like your W4A8. One thread each, interleaved:
+
+# %%
+from tinyq.baselines import ort_matmul_nbits
+
+numba.set_num_threads(1)
+for label, int8_x in (("ORT MatMulNBits, float x", False), ("ORT MatMulNBits, int8 x", True)):
+    library = ort_matmul_nbits(p4, s4, K, 128, 1, int8_activations=int8_x)
+    if library is None:
+        print("onnxruntime is not installed (pip install -e '.[deploy]'): no library row")
+        break
+    r = compare(lambda: library(x_vec), y_a8, repeats=3)
+    print(f"{label:<26} {r.candidate_s * 1e3:7.3f} ms   your gemv_w4a8 {r.baseline_s * 1e3:7.3f} ms   "
+          f"your time / library's: {r.baseline_s / r.candidate_s:.2f} (above 1: the library is faster)")
+numba.set_num_threads(numba.config.NUMBA_NUM_THREADS)
+
+# %% [markdown]
+# Where the library's int8 path is faster than yours (on the machine this course was written on,
+# 1.5 to 2 times as fast at one thread), the reasons are the ones module 19 met for GEMMs: it repacks
+# the weights once, when the session is created, into the order its kernels read, and it has
+# kernels for each instruction set — on a CPU with AVX-512 VNNI, one `vpdpbusd` does what
+# `vpmaddubsw` + `vpmaddwd` + `vpaddd` do in your loop. Its float path, like your W4A16, is bound by
+# the instructions that turn nibbles into floats, not by the bytes.
+
 
 # %% [markdown]
 # ## What you built
