@@ -1799,24 +1799,24 @@ numba.set_num_threads(numba.config.NUMBA_NUM_THREADS)
 # * `gemv_w4a8`: the CPU GEMV with int8 activations (Q8_0 blocks), nibbles XOR-ed to unsigned and
 #   multiplied 32 at a time with `vpmaddubsw`, and what the rounding of $x$ costs.
 #
-# **What the measurements say.** On a 2-core AVX2 machine the INT4 GEMV is limited by the
-# instructions it needs per weight, not by the 7.5× fewer bytes it reads. On the 2-core EPYC (Zen 3,
-# AVX2) this course was developed on, the reference `gemv_w4` took 0.65–0.9 ms at 4096 × 4096
-# against 1.4–2.2 ms for numpy's FP32 GEMV (about 2–2.7× on a quiet machine, 1.5–2× with one
-# thread on each side), where the bytes alone would allow 7.5×; the graded bar is 1.5×. Three
-# things got it there from a first version at about 1×: reading $x$ contiguously (the strided read
-# of §6.4 is far slower), bytes-wide nibble extraction into scratch rows (~30 % less time per weight),
-# and timing without BLAS's spinning threads in the way (§6.3).
+# **What the measurements say.** On a 2-core CPU the INT4 GEMV is limited by the instructions it
+# needs per weight, not by the 7.5× fewer bytes it reads. On a 2-core EPYC (Zen 4, AVX-512), the
+# reference `gemv_w4` took 1.1–1.4 ms at 4096 × 4096 against 2.1–3.6 ms for numpy's FP32 GEMV:
+# `python benchmarks/cpu_kernels.py --only "gemv_w4 "` gave medians of 2.6–2.8× at 1 thread and
+# 2.7–3.0× at 2 threads over three runs (single rounds 2.3–4.0×; one of the runs with the kernel
+# compiled for AVX2 only, `NUMBA_CPU_NAME=znver3`, which ran alike), where the bytes alone would
+# allow 7.5×. ONNX Runtime's float `MatMulNBits` on the same packed weights ran 2.3× (1 thread) and
+# 1.6× (2 threads). The graded bar is 2×. Four things got it there from a first version at about 1×:
+# reading $x$ contiguously (the strided read of §6.4 is far slower), nibble maths kept in bytes,
+# splitting the nibbles in registers rather than through scratch rows (1.15–1.7× faster), and
+# timing without BLAS's spinning threads in the way (§6.3).
 #
 # W4A8 (§8) changes the instruction count rather than the bytes: about a dozen AVX2 instructions per
-# 64 weights. On the same machine, loaded by other jobs (load average 2–4 on its 2 cores), the
-# reference `gemv_w4a8` ran 0.35–0.8 ms at 4096 × 4096, activation quantization included, and
-# `python benchmarks/cpu_kernels.py` gave medians of 6.7–7.8× numpy FP32 at 1 thread and 5.8–7.2× at
-# 2 threads over three runs (single rounds 0.45–14× at 2 threads: a fork-join on a core that a
-# neighbour holds waits a whole time slice); the graded bar is 2.5×. In a quieter moment, the
-# fastest of 300 calls took 0.347 ms on 1 thread and 0.193 ms on 2 (1.8×; the kernel alone 1.9×,
-# since quantizing $x$ and checking the arguments, about 25 µs, do not split), against 2.9 and
-# 1.8 ms for numpy: the kernel reads its 8.4 MB at 26 GB/s per thread. The price is the rounding of $x$: half a percent of the output for Gaussian activations, more with
-# outliers. GPUs move the balance further towards the bytes: on a GPU (§7) the same 4.25 bits per
-# weight are the whole story, as long as the unpacking stays within about five instructions per
-# weight. Next: module 22 makes 4-bit weights *accurate* (GPTQ, AWQ).
+# 64 weights. On the same Zen 4 machine the reference `gemv_w4a8` took 0.55 ms on 1 thread and
+# 0.33 ms on 2 at 4096 × 4096, quantization of $x$ included: `python benchmarks/cpu_kernels.py` gave
+# medians of 6.5× numpy FP32 at 1 thread and 7.4× at 2 (single rounds 6.0–7.5×), where ONNX
+# Runtime's int8-activation `MatMulNBits` ran 12.2× and 8.5× (§8.3 shows why it is faster). The
+# graded bar is 2.5×. The price is the rounding of $x$: half a percent of the output for Gaussian
+# activations, more with outliers. GPUs move the balance further towards the bytes: on a GPU (§7)
+# the same 4.25 bits per weight are the whole story, as long as the unpacking stays within about
+# five instructions per weight. Next: module 22 makes 4-bit weights *accurate* (GPTQ, AWQ).
