@@ -1801,21 +1801,22 @@ numba.set_num_threads(numba.config.NUMBA_NUM_THREADS)
 #
 # **What the measurements say.** On a 2-core CPU the INT4 GEMV is limited by the instructions it
 # needs per weight, not by the 7.5× fewer bytes it reads. On a 2-core EPYC (Zen 4, AVX-512), the
-# reference `gemv_w4` took 1.1–1.4 ms at 4096 × 4096 against 2.1–3.6 ms for numpy's FP32 GEMV:
-# `python benchmarks/cpu_kernels.py --only "gemv_w4 "` gave medians of 2.6–2.8× at 1 thread and
-# 2.7–3.0× at 2 threads over three runs (single rounds 2.3–4.0×; one of the runs with the kernel
-# compiled for AVX2 only, `NUMBA_CPU_NAME=znver3`, which ran alike), where the bytes alone would
-# allow 7.5×. ONNX Runtime's float `MatMulNBits` on the same packed weights ran 2.3× (1 thread) and
-# 1.6× (2 threads). The graded bar is 2×. Four things got it there from a first version at about 1×:
-# reading $x$ contiguously (the strided read of §6.4 is far slower), nibble maths kept in bytes,
-# splitting the nibbles in registers rather than through scratch rows (1.15–1.7× faster), and
-# timing without BLAS's spinning threads in the way (§6.3).
+# reference `gemv_w4` took 1.1–1.5 ms (1 thread) and 0.76–0.86 ms (2) at 4096 × 4096, numpy 2.1–3.6 ms:
+# `python benchmarks/cpu_kernels.py` gave medians of 2.3–2.8× at 1 thread and 2.3–3.0× at 2 threads
+# over four runs (single rounds 2.0–4.0×; one of the runs with the kernel compiled for AVX2 only,
+# `NUMBA_CPU_NAME=znver3`, which ran alike), where the bytes alone would allow 7.5×. ONNX Runtime's
+# float `MatMulNBits` on the same packed weights ran 2.3–2.5× (1 thread) and 1.6× (2 threads). The
+# graded bar is 1.8×. Four things got it there from a first version at about 1×: reading $x$
+# contiguously (the strided read of §6.4 is far slower), nibble maths kept in bytes, splitting the
+# nibbles in registers rather than through scratch rows (1.15–1.7× faster), and timing without
+# BLAS's spinning threads in the way (§6.3).
 #
 # W4A8 (§8) changes the instruction count rather than the bytes: about a dozen AVX2 instructions per
 # 64 weights. On the same Zen 4 machine the reference `gemv_w4a8` took 0.55 ms on 1 thread and
 # 0.33 ms on 2 at 4096 × 4096, quantization of $x$ included: `python benchmarks/cpu_kernels.py` gave
-# medians of 6.5× numpy FP32 at 1 thread and 7.4× at 2 (single rounds 6.0–7.5×), where ONNX
-# Runtime's int8-activation `MatMulNBits` ran 12.2× and 8.5× (§8.3 shows why it is faster). The
+# medians of 6.3–6.5× numpy FP32 at 1 thread and 6.9–7.4× at 2 over two runs (single rounds
+# 6.0–8.9×), where ONNX Runtime's int8-activation `MatMulNBits` ran 12.1× and 8.3–8.5× (§8.3 shows
+# why it is faster). The
 # graded bar is 2.5×. The price is the rounding of $x$: half a percent of the output for Gaussian
 # activations, more with outliers. GPUs move the balance further towards the bytes: on a GPU (§7)
 # the same 4.25 bits per weight are the whole story, as long as the unpacking stays within about
