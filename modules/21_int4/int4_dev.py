@@ -626,8 +626,9 @@ print("nf4: ok")
 #    Do it on the byte just loaded, inside the group's loop: LLVM vectorizes the whole loop body, so
 #    one vector of packed bytes is split, widened and converted in registers and never goes back
 #    to memory. (An earlier reference first wrote each row's nibbles into two `int8` scratch rows,
-#    to split 32 bytes per instruction; that extra store and reload made it 1.15–1.7× slower at
-#    4096–11008 wide, with AVX2 and with AVX-512 code alike.)
+#    to split 32 bytes per instruction; timed against this kernel with `compare`, in one process,
+#    that extra store and reload made it 1.15–1.7× slower at 4096–11008 wide, with AVX2 and with
+#    AVX-512 code alike.)
 # 2. **Contiguous activations.** In ONNX's layout the low nibbles pair with $x_0, x_2, x_4, \dots$ and
 #    the high nibbles with $x_1, x_3, \dots$: a stride-2 read that SIMD loads cannot do directly.
 #    Deinterleave $x$ **once per call** into `x[0::2]` and `x[1::2]` ($K$ floats, nothing next to
@@ -665,7 +666,7 @@ def _gemv_w4_kernel(packed, scales, x_lo, x_hi):
         acc = np.float32(0.0)
         for grp in range(n_groups):
             s = np.float32(0.0)
-            for j in range(half):                        # vectorized: 8 (AVX2) or 16 (AVX-512) bytes a step
+            for j in range(half):                        # LLVM vectorizes this loop
                 b = row[grp, j]
                 lo16 = np.int8(b << np.uint8(4))         # 16 * low code, sign included
                 hi16 = np.int8(b & np.uint8(0xF0))       # 16 * high code
@@ -1801,23 +1802,23 @@ numba.set_num_threads(numba.config.NUMBA_NUM_THREADS)
 #
 # **What the measurements say.** On a 2-core CPU the INT4 GEMV is limited by the instructions it
 # needs per weight, not by the 7.5× fewer bytes it reads. On a 2-core EPYC (Zen 4, AVX-512), the
-# reference `gemv_w4` took 1.1–1.5 ms (1 thread) and 0.76–0.86 ms (2) at 4096 × 4096, numpy 2.1–3.6 ms:
-# `python benchmarks/cpu_kernels.py` gave medians of 2.3–2.8× at 1 thread and 2.3–3.0× at 2 threads
-# over four runs (single rounds 2.0–4.0×; one of the runs with the kernel compiled for AVX2 only,
-# `NUMBA_CPU_NAME=znver3`, which ran alike), where the bytes alone would allow 7.5×. ONNX Runtime's
-# float `MatMulNBits` on the same packed weights ran 2.3–2.5× (1 thread) and 1.6× (2 threads). The
-# graded bar is 1.8×. Four things got it there from a first version at about 1×: reading $x$
-# contiguously (the strided read of §6.4 is far slower), nibble maths kept in bytes, splitting the
-# nibbles in registers rather than through scratch rows (1.15–1.7× faster), and timing without
-# BLAS's spinning threads in the way (§6.3).
+# reference `gemv_w4` took 1.1–1.5 ms (1 thread) and 0.76–0.86 ms (2) at 4096 × 4096,
+# numpy 2.1–3.6 ms: `python benchmarks/cpu_kernels.py` gave medians of 2.3–2.8× at 1 thread
+# and 2.3–3.0× at 2 threads over four runs (single rounds 2.0–4.0×; one of the runs with the kernel compiled for AVX2
+# only, `NUMBA_CPU_NAME=znver3`, which ran alike), where the bytes alone would allow 7.5×. ONNX
+# Runtime's float `MatMulNBits` on the same packed weights ran 2.3–2.5× (1 thread) and 1.6× (2
+# threads). The graded bar is 1.8×. Four things make that speed: reading $x$ contiguously (the
+# strided read of §6.4 is far slower), nibble maths kept in bytes, splitting the nibbles in
+# registers rather than through scratch rows (1.15–1.7× faster), and timing without BLAS's spinning
+# threads in the way (§6.3).
 #
 # W4A8 (§8) changes the instruction count rather than the bytes: about a dozen AVX2 instructions per
-# 64 weights. On the same Zen 4 machine the reference `gemv_w4a8` took 0.55 ms on 1 thread and
-# 0.33 ms on 2 at 4096 × 4096, quantization of $x$ included: `python benchmarks/cpu_kernels.py` gave
-# medians of 6.3–6.5× numpy FP32 at 1 thread and 6.9–7.4× at 2 over two runs (single rounds
+# 64 weights. On the same Zen 4 machine the reference `gemv_w4a8` took 0.45–0.55 ms on 1 thread and
+# 0.30–0.33 ms on 2 at 4096 × 4096, quantization of $x$ included: `python benchmarks/cpu_kernels.py`
+# gave medians of 6.3–6.5× numpy FP32 at 1 thread and 6.9–7.4× at 2 over two runs (single rounds
 # 6.0–8.9×), where ONNX Runtime's int8-activation `MatMulNBits` ran 12.1× and 8.3–8.5× (§8.3 shows
-# why it is faster). The
-# graded bar is 2.5×. The price is the rounding of $x$: half a percent of the output for Gaussian
-# activations, more with outliers. GPUs move the balance further towards the bytes: on a GPU (§7)
-# the same 4.25 bits per weight are the whole story, as long as the unpacking stays within about
-# five instructions per weight. Next: module 22 makes 4-bit weights *accurate* (GPTQ, AWQ).
+# why it is faster). The graded bar is 2.5×. The price is the rounding of $x$: half a percent of the
+# output for Gaussian activations, more with outliers. GPUs move the balance further towards the
+# bytes: on a GPU (§7) the same 4.25 bits per weight are the whole story, as long as the unpacking
+# stays within about five instructions per weight. Next: module 22 makes 4-bit weights *accurate*
+# (GPTQ, AWQ).
